@@ -1,0 +1,5 @@
+"""`python -m minimind ...` (and `torchrun ... -m minimind train ...`)."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,316 @@
+"""`minimind`: headless training, past runs, run control, sampling and tokenizer training.
+
+Every training flag is generated from minimind.config, in MiniMind's spelling (--batch_size) and
+Typer's (--batch-size). Bad input ends with one line naming the problem and the fix, exit code 2.
+"""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .config import RunConfig, field_specs
+from .errors import MiniMindError
+
+app = typer.Typer(help="Pretrain MiniMind-style language models: headless training and run tools.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+runs_app = typer.Typer(help="Inspect past runs.", no_args_is_help=True)
+tokenizer_app = typer.Typer(help="Train a tokenizer.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(tokenizer_app, name="tokenizer")
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# ---- training flags, generated from the config ----------------------------------------------------
+
+def config_options() -> list[inspect.Parameter]:
+    """One Typer option per config field (default None = "not given"), grouped as the form is."""
+    params = []
+    for spec in field_specs():
+        dashed = spec.name.replace("_", "-")
+        if spec.type is bool:
+            decls = [f"--{dashed}/--no-{dashed}"] + ([f"--{spec.name}/--no_{spec.name}"] if dashed != spec.name else [])
+        else:
+            decls = [f"--{dashed}"] + ([f"--{spec.name}"] if dashed != spec.name else [])
+        default = "empty" if spec.default is None else spec.default
+        help_text = f"{spec.help} [default: {str(default).lower() if spec.type is bool else default}]"
+        option = typer.Option(None, *decls, help=help_text, rich_help_panel=spec.group, show_default=False)
+        params.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=Optional[spec.type]))
+    return params
+
+
+def given_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The config flags that were actually passed."""
+    names = {spec.name for spec in field_specs()}
+    return {k: v for k, v in values.items() if k in names and v is not None}
+
+
+def build_config(config_file: Optional[Path], settings: dict[str, Any]) -> RunConfig:
+    """--config FILE (if any), then the flags on top of it."""
+    base = RunConfig.load(config_file) if config_file else RunConfig()
+    return base.replace(**settings) if settings else base
+
+
+def _with_options(extra: list[inspect.Parameter]):
+    """Give a command function the generated config options plus its own."""
+    def decorate(fn):
+        fn.__signature__ = inspect.Signature(extra + config_options())
+        return fn
+    return decorate
+
+
+CONFIG_FILE_OPTION = inspect.Parameter(
+    "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+    default=typer.Option(None, "--config", help="read settings from a JSON file (a run's config.json works); "
+                         "flags override it", rich_help_panel="run"))
+RESUME_OPTION = inspect.Parameter(
+    "resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--resume", help="continue a run exactly: its run directory, or 'auto' for the "
+                         "newest unfinished run in save_dir", rich_help_panel="run"))
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_with_options([CONFIG_FILE_OPTION, RESUME_OPTION])
+def train(**values: Any) -> None:
+    """Train headless: the seed notebook's loop and log lines, recorded in a run directory."""
+    from .console import ConsolePrinter
+    from .engine.control import RunControl
+    from .engine.run_store import find_resumable
+    from .engine.trainer import Trainer
+
+    settings = given_settings(values)
+    try:
+        resume = values.get("resume")
+        if resume:
+            if values.get("config"):
+                fail("--config and --resume do not mix: a resumed run keeps its own config")
+            if resume == "auto":
+                save_dir = settings.get("save_dir", RunConfig().train.save_dir)
+                found = find_resumable(save_dir)
+                if found is None:
+                    fail(f"no unfinished run with a resume state under {save_dir}/runs: start a new run, "
+                         "or pass --save_dir where it was saved")
+                resume = str(found.path)
+            trainer = Trainer(control=RunControl(), resume=resume, overrides=settings)
+        else:
+            trainer = Trainer(build_config(values.get("config"), settings), control=RunControl())
+        trainer.prepare()
+    except MiniMindError as e:
+        fail(str(e))
+    trainer.observers.append(ConsolePrinter())
+    previous = _stop_on_signals(trainer.control)
+    try:
+        ended = trainer.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if ended.status == "failed":
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _stop_on_signals(control) -> dict:
+    """First SIGINT/SIGTERM: finish the step, save, exit 0. A second one aborts at once."""
+    def handle(signum, _frame):
+        if control.stop_reason is not None:
+            raise KeyboardInterrupt
+        control.stop(signal.Signals(signum).name)
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving the resume state "
+              "(press Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+
+    return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+# ---- run control from another process ---------------------------------------------------------------
+
+def resolve_run(run: str, save_dir: str):
+    """A run directory given as a path or as a run id under save_dir."""
+    from .engine.run_store import RUNS_DIR, RunStore
+
+    path = Path(run)
+    if not path.is_dir() and (Path(save_dir) / RUNS_DIR / run).is_dir():
+        path = Path(save_dir) / RUNS_DIR / run
+    return RunStore.open(path)
+
+
+SAVE_DIR_OPTION = typer.Option("./output", "--save-dir", "--save_dir", help="where runs are recorded")
+
+
+def _send(command: str, run: str, save_dir: str) -> None:
+    try:
+        store = resolve_run(run, save_dir)
+        state = store.state()
+        if state not in ("running", "paused", "starting"):
+            fail(f"run {store.run_id} is not running (state: {state}): "
+                 + ("resume it with `minimind train --resume " + str(store.path) + "`" if store.resume_path.is_file() else "nothing to control"))
+        store.send(command)
+    except MiniMindError as e:
+        fail(str(e))
+    typer.echo(f"asked run {store.run_id} to {command} (takes effect after the current step)")
+
+
+@app.command()
+def pause(run: str = typer.Argument(..., help="run directory or run id"), save_dir: str = SAVE_DIR_OPTION) -> None:
+    """Pause a running run (it keeps its place and memory; resume continues it)."""
+    _send("pause", run, save_dir)
+
+
+@app.command()
+def resume(run: str = typer.Argument(..., help="run directory or run id"), save_dir: str = SAVE_DIR_OPTION) -> None:
+    """Resume a paused run."""
+    _send("resume", run, save_dir)
+
+
+@app.command()
+def stop(run: str = typer.Argument(..., help="run directory or run id"), save_dir: str = SAVE_DIR_OPTION) -> None:
+    """Stop a run after its current step, saving the exact-resume state."""
+    _send("stop", run, save_dir)
+
+
+@app.command()
+def save(run: str = typer.Argument(..., help="run directory or run id"), save_dir: str = SAVE_DIR_OPTION) -> None:
+    """Save weights and the exact-resume state of a running run now."""
+    _send("save", run, save_dir)
+
+
+# ---- past runs ---------------------------------------------------------------------------------------
+
+@runs_app.command("list")
+def runs_list(save_dir: str = SAVE_DIR_OPTION) -> None:
+    """Runs recorded under save_dir: state, steps, losses, duration."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .console import format_duration
+    from .engine.run_store import RunSummary, list_runs
+
+    stores = list_runs(save_dir)
+    if not stores:
+        typer.echo(f"no runs under {save_dir}/runs yet: start one with `minimind train`")
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("run", "state", "steps", "last loss", "best loss", "duration", "started"):
+        table.add_column(col, justify="right" if col in ("steps", "last loss", "best loss", "duration") else "left")
+    import time as _time
+
+    for store in stores:
+        s = RunSummary.of(store)
+        table.add_row(s.run_id, s.state, f"{s.global_step}/{s.total_steps}", _fmt_loss(s.last_loss),
+                      _fmt_loss(s.best_loss), format_duration(s.duration),
+                      _time.strftime("%Y-%m-%d %H:%M", _time.localtime(s.started)) if s.started else "-")
+    Console(width=max(100, Console().width)).print(table)
+
+
+def _fmt_loss(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+@runs_app.command("show")
+def runs_show(run: str = typer.Argument(..., help="run directory or run id"), save_dir: str = SAVE_DIR_OPTION,
+              width: int = typer.Option(80, help="plot width in characters"),
+              height: int = typer.Option(16, help="plot height in lines")) -> None:
+    """One run: settings, status, checkpoints and its loss curve."""
+    from .console import format_duration
+    from .engine.run_store import RunSummary
+
+    try:
+        store = resolve_run(run, save_dir)
+        config = RunConfig.from_dict(store.read_config())
+    except MiniMindError as e:
+        fail(str(e))
+    s = RunSummary.of(store)
+    m, t = config.model, config.train
+    typer.echo(f"run        {s.run_id}  ({store.path})")
+    typer.echo(f"state      {s.state}   steps {s.global_step}/{s.total_steps}   duration {format_duration(s.duration)}")
+    typer.echo(f"loss       last {_fmt_loss(s.last_loss)}   best {_fmt_loss(s.best_loss)}")
+    typer.echo(f"model      dim {m.dim}, {m.n_layers} layers, seq {m.max_seq_len}" + (", MoE" if m.use_moe else ""))
+    typer.echo(f"training   {t.epochs} epochs, batch {t.batch_size} x {t.accumulation_steps}, lr {t.learning_rate}, "
+               f"{t.dtype}, data {t.data_path}")
+    for kind, path in sorted(s.checkpoints.items()):
+        typer.echo(f"checkpoint {kind}: {path}")
+    if s.resumable and s.state != "finished":
+        typer.echo(f"resume     minimind train --resume {store.path}")
+    metrics = store.read_metrics()
+    if len(metrics) >= 2:
+        typer.echo(loss_plot([x["global_step"] for x in metrics], [x["loss"] for x in metrics], width, height))
+
+
+def loss_plot(steps: list, losses: list, width: int, height: int) -> str:
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plot(steps, losses, marker="braille")
+    plt.title("loss")
+    plt.xlabel("step")
+    plt.plotsize(width, height)
+    if not sys.stdout.isatty():
+        plt.clear_color()
+    return plt.build()
+
+
+# ---- sampling and tokenizer --------------------------------------------------------------------------
+
+@app.command()
+def generate(source: Path = typer.Argument(..., help="a run directory or a weights .pth"),
+             prompt: str = typer.Option("", "--prompt", "-p", help="text to continue"),
+             max_new_tokens: int = typer.Option(128, "--max-new-tokens", "--max_new_tokens", min=1),
+             temperature: float = typer.Option(0.75, min=0.0, help="0 = greedy"),
+             top_p: float = typer.Option(0.9, "--top-p", "--top_p", min=0.0, max=1.0),
+             repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", "--repetition_penalty", min=1.0),
+             seed: Optional[int] = typer.Option(None, help="sampling seed (repeatable output)"),
+             tokenizer: Optional[str] = typer.Option(None, help="tokenizer folder (default: the run's, else shipped)"),
+             n_heads: int = typer.Option(8, "--n-heads", "--n_heads", help="heads, for a bare .pth (shapes cannot tell)"),
+             device: str = typer.Option("cpu", help="cpu or cuda")) -> None:
+    """Sample text from a trained model, streamed as it is generated."""
+    from .inference import load_model, stream_text
+    from .tokenizer import load_tokenizer
+
+    try:
+        model, run_config = load_model(source, n_heads=n_heads, device=device)
+        tok = load_tokenizer(tokenizer or (run_config.train.tokenizer if run_config else None))
+    except MiniMindError as e:
+        fail(str(e))
+    typer.echo(prompt, nl=False)
+    for piece in stream_text(model, tok, prompt, max_new_tokens, temperature, top_p, repetition_penalty, seed):
+        typer.echo(piece, nl=False)
+    typer.echo("")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(data: Path = typer.Option(..., "--data", help="JSONL corpus with a \"text\" per line"),
+                    vocab_size: int = typer.Option(6400, "--vocab-size", "--vocab_size"),
+                    out: Path = typer.Option(..., "--out", help="folder to write tokenizer.json into")) -> None:
+    """Train MiniMind's byte-level BPE (3 special tokens: <unk>=pad, <s>, </s>)."""
+    from .data import JsonlTexts
+    from .tokenizer import train_tokenizer
+
+    try:
+        texts = JsonlTexts(data)
+        texts.validate()
+        size = train_tokenizer((texts.text(i) for i in range(len(texts))), out, vocab_size)
+    except MiniMindError as e:
+        fail(str(e))
+    typer.echo(f"tokenizer with {size} entries written to {out}")
+    if size < vocab_size:
+        typer.echo(f"warning: the corpus only supports {size} of the {vocab_size} entries asked for: "
+                   "train on more text for a full vocabulary", err=True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

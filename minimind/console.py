@@ -1,0 +1,102 @@
+"""The headless observer: the seed's log lines, plus a progress bar with ETA on a terminal."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, TextIO
+
+from .engine.events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, StateChanged, StepLogged
+
+
+def classic_log_line(e: StepLogged) -> str:
+    """The seed notebook's line, to the character (epoch_time is whole minutes left in the epoch)."""
+    eta_min = e.epoch_eta // 60
+    return (f"Epoch:[{e.epoch}/{e.epochs}]({e.step}/{e.iters}), loss: {e.loss:.4f}, "
+            f"logits_loss: {e.logits_loss:.4f}, aux_loss: {e.aux_loss:.4f}, lr: {e.lr:.8f}, "
+            f"epoch_time: {eta_min:.1f}min")
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    if seconds is None or seconds != seconds:
+        return "-"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def resume_command(run_dir: str) -> str:
+    return f"minimind train --resume {run_dir}"
+
+
+class ConsolePrinter:
+    """Prints events as lines; on a terminal also keeps a progress bar at the bottom."""
+
+    def __init__(self, out: Optional[TextIO] = None, err: Optional[TextIO] = None, progress: Optional[bool] = None):
+        self.out, self.err = out or sys.stdout, err or sys.stderr
+        self.use_progress = self.out.isatty() if progress is None else progress
+        self._progress = None
+        self._task = None
+
+    def __call__(self, event: Event) -> None:
+        handler = getattr(self, f"_on_{event.event_name}", None)
+        if handler:
+            handler(event)
+
+    def _print(self, line: str, err: bool = False) -> None:
+        if self._progress is not None:
+            self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True,
+                                         style="red" if err else None)
+        else:
+            print(line, file=self.err if err else self.out, flush=True)
+
+    def _on_RunStarted(self, e: RunStarted) -> None:
+        model = e.config["model"]
+        kind = (f"MoE {model['n_routed_experts']} experts top-{model['num_experts_per_tok']}"
+                if model["use_moe"] else "dense")
+        self._print(f"run      {e.run_id}  ({e.run_dir})")
+        self._print(f"model    {e.n_params / 1e6:.3f}M parameters (dim {model['dim']}, {model['n_layers']} layers, "
+                    f"{kind}, seq {model['max_seq_len']})")
+        self._print(f"device   {e.device}, {e.precision}" + (f", world size {e.world_size}" if e.world_size > 1 else ""))
+        self._print(f"data     {e.data_path}: {e.n_docs} docs, {e.iters_per_epoch} steps/epoch "
+                    f"x {e.config['train']['epochs']} epochs = {e.total_steps} steps")
+        for note in e.notes:
+            self._print(f"note     {note}")
+        if self.use_progress:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                                      MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                      console=Console(file=self.out), transient=True)
+            self._task = self._progress.add_task("training", total=e.total_steps, completed=e.start_step)
+            self._progress.start()
+
+    def _on_StepLogged(self, e: StepLogged) -> None:
+        self._print(classic_log_line(e))
+        if self._progress is not None:
+            self._progress.update(self._task, completed=e.global_step,
+                                  description=f"loss {e.loss:.4f}  {e.tokens_per_s:,.0f} tok/s")
+
+    def _on_CheckpointSaved(self, e: CheckpointSaved) -> None:
+        if e.kind == "weights":
+            self._print(f"saved weights: {e.path} (step {e.global_step})")
+
+    def _on_StateChanged(self, e: StateChanged) -> None:
+        self._print(f"{e.state}" + (f": {e.reason}" if e.reason else ""))
+
+    def _on_Alert(self, e: Alert) -> None:
+        self._print(f"{e.level}: {e.message}", err=True)
+
+    def _on_RunEnded(self, e: RunEnded) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if e.status == "finished":
+            self._print(f"finished {e.global_step}/{e.total_steps} steps; run record: {e.run_dir}")
+        elif e.status == "stopped":
+            hint = f"; resume with: {resume_command(e.run_dir)}" if e.resumable else ""
+            self._print(f"stopped at step {e.global_step}/{e.total_steps}{hint}")
+        else:
+            hint = f" (resume from the last save with: {resume_command(e.run_dir)})" if e.resumable else ""
+            self._print(f"error: {e.error}{hint}", err=True)

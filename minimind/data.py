@@ -1,0 +1,226 @@
+"""Pretraining data: MiniMind classic's PretrainDataset, read lazily from a JSONL file.
+
+Item i is MiniMind's: ids = tokenizer(bos + text + eos, max_length=L, padding='max_length',
+truncation=True); X = ids[:-1], Y = ids[1:], loss_mask = (ids != pad)[1:], all int64, length L-1.
+Unlike MiniMind, the file is never loaded whole: an index of line offsets is built with numpy
+(about 1 s per GB) and each line is read with `os.pread` when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import DataError
+
+_CHUNK = 64 << 20  # bytes read at a time while indexing
+_BOM = b"\xef\xbb\xbf"
+
+
+def resolve_data_path(path: str | os.PathLike) -> Path:
+    """The path as given; the default ./toydata path falls back to the copy bundled with the package,
+    so `minimind train` works from any folder."""
+    from .config import TrainConfig
+
+    p = Path(path)
+    if p.exists() or str(path) != TrainConfig.data_path:
+        return p
+    here = Path(__file__).resolve().parent
+    for bundled in (here / "_toydata" / "pretrain_data.jsonl", here.parent / "toydata" / "pretrain_data.jsonl"):
+        if bundled.is_file():
+            return bundled
+    return p
+
+
+def check_data_file(path: str | os.PathLike) -> Path:
+    """The path as a readable, non-empty regular file, or a DataError that says what to do."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file {p} does not exist: check --data_path (a .jsonl file, one "
+                        "{\"text\": ...} per line)")
+    if p.is_dir():
+        raise DataError(f"data path {p} is a directory: give the .jsonl file inside it")
+    if not os.access(p, os.R_OK):
+        raise DataError(f"data file {p} is not readable: check its permissions")
+    if p.stat().st_size == 0:
+        raise DataError(f"data file {p} is empty: it needs at least one line like {{\"text\": \"...\"}}")
+    return p
+
+
+def index_lines(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(starts, ends, line_numbers) of every non-empty line; ends exclude the newline."""
+    starts, ends = [], []
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                break
+            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10) + offset
+            ends.append(newlines)
+            offset += len(chunk)
+    ends_all = np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)
+    if offset and (ends_all.size == 0 or ends_all[-1] != offset - 1):
+        ends_all = np.append(ends_all, offset)  # last line without a trailing newline
+    starts_all = np.concatenate(([0], ends_all[:-1] + 1)).astype(np.int64)
+    ends_all = ends_all.astype(np.int64)
+    line_numbers = np.arange(1, len(starts_all) + 1, dtype=np.int64)
+    keep = ends_all - starts_all > 0
+    short = np.flatnonzero(keep & (ends_all - starts_all <= 3))
+    if short.size:  # "\r" or "\ufeff" alone are blank too; there are few such lines, check each
+        with open(path, "rb") as f:
+            for i in short:
+                f.seek(starts_all[i])
+                if not f.read(int(ends_all[i] - starts_all[i])).replace(_BOM, b"").strip():
+                    keep[i] = False
+    return starts_all[keep], ends_all[keep], line_numbers[keep]
+
+
+class JsonlTexts:
+    """Random access to the "text" of each line of a JSONL file, errors naming file and line."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = check_data_file(path)
+        self.starts, self.ends, self.line_numbers = index_lines(self.path)
+        if len(self.starts) == 0:
+            raise DataError(f"data file {self.path} has only blank lines: add lines like {{\"text\": \"...\"}}")
+        self._fd: Optional[int] = None
+        self._fd_pid: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getstate__(self) -> dict:  # DataLoader workers reopen the file themselves
+        return {**self.__dict__, "_fd": None, "_fd_pid": None}
+
+    def _file(self) -> int:
+        if self._fd is None or self._fd_pid != os.getpid():
+            self._fd, self._fd_pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None and self._fd_pid == os.getpid():
+            os.close(self._fd)
+
+    def text(self, index: int) -> str:
+        start, end = int(self.starts[index]), int(self.ends[index])
+        where = f"{self.path}:{int(self.line_numbers[index])}"
+        raw = os.pread(self._file(), end - start, start)
+        if start == 0 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{where}: not valid UTF-8 (byte {e.start}): re-save the file as UTF-8") from None
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno}): each line must be one "
+                            "object like {\"text\": \"...\"}") from None
+        if not isinstance(obj, dict) or "text" not in obj:
+            raise DataError(f"{where}: no \"text\" field: each line must be an object like {{\"text\": \"...\"}}")
+        if not isinstance(obj["text"], str):
+            raise DataError(f"{where}: \"text\" is a {type(obj['text']).__name__}, not a string: "
+                            "quote it as a JSON string")
+        return obj["text"]
+
+    def validate(self, limit: Optional[int] = None) -> None:
+        """Read and check every line (or the first `limit`), raising the first problem found."""
+        for i in range(len(self) if limit is None else min(limit, len(self))):
+            self.text(i)
+
+
+class PretrainDataset(Dataset):
+    """MiniMind classic's PretrainDataset over a lazily read JSONL file."""
+
+    def __init__(self, path: str | os.PathLike, tokenizer, max_length: int = 512):
+        if max_length < 2:
+            raise DataError(f"max_length must be at least 2 (X and Y are shifted by one), got {max_length}")
+        self.texts = JsonlTexts(path)
+        self.path = self.texts.path
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_id = tokenizer.pad_token_id
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        # When the post-processor adds no tokens (MiniMind's has none), the backend's plain encode
+        # is exactly what the Hugging Face call does, and a lot faster.
+        post = getattr(backend, "post_processor", None)
+        adds_tokens = post is not None and post.num_special_tokens_to_add(False) > 0
+        self._backend = None
+        if backend is not None and not adds_tokens:
+            # A private copy: Hugging Face calls leave truncation/padding settings on the shared one.
+            from tokenizers import Tokenizer
+
+            self._backend = Tokenizer.from_str(backend.to_str())
+            self._backend.no_truncation()
+            self._backend.no_padding()
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def encode(self, text: str) -> list[int]:
+        """MiniMind's tokenisation of one document: bos + text + eos, truncated and right-padded."""
+        tok, length = self.tokenizer, self.max_length
+        full = f"{tok.bos_token}{text}{tok.eos_token}"
+        if self._backend is None:
+            return tok(full, max_length=length, padding="max_length", truncation=True).input_ids
+        ids = self._encode_prefix(full) if len(full) > 64 * length else None
+        if ids is None:
+            ids = self._backend.encode(full).ids[:length]
+        return ids + [self.pad_id] * (length - len(ids))
+
+    def _encode_prefix(self, full: str) -> Optional[list[int]]:
+        """First max_length ids of a very long text from a prefix of it (a 10 MB line costs ~ms).
+
+        BPE merges never cross pre-tokenizer words, so ids from words that end well before the cut
+        are the full text's ids; fall back (None) if the prefix does not reach that far.
+        """
+        length = self.max_length
+        enc = self._backend.encode(full[: 32 * length])
+        words = enc.word_ids
+        if len(enc.ids) <= length or words[length - 1] is None or words[-1] is None:
+            return None
+        return enc.ids[:length] if words[length - 1] < words[-1] - 1 else None
+
+    def __getitem__(self, index: int):
+        ids = torch.tensor(self.encode(self.texts.text(index)), dtype=torch.long)
+        mask = (ids != self.pad_id).long()
+        return ids[:-1], ids[1:], mask[1:]
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Document order for one epoch, startable mid-way: resume skips work instead of redoing it.
+
+    In order (the seed) or a permutation seeded by (seed, epoch), so a resumed run sees exactly the
+    documents an uninterrupted one would. With several ranks, rank r takes every world-th index
+    of the same order (as DistributedSampler, without padding; ranks may differ by one item).
+    """
+
+    def __init__(self, size: int, shuffle: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.start = 0  # items of this rank's share already consumed this epoch
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            indices = torch.randperm(self.size, generator=g).tolist()
+        else:
+            indices = list(range(self.size))
+        return indices[self.rank::self.world_size]
+
+    def __iter__(self):
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world_size)) - self.start

@@ -1,0 +1,149 @@
+"""Checkpoints: the seed's fp16 weights file and the exact-resume state.
+
+Every load uses `torch.load(weights_only=True)`: a file whose unpickling would run code is refused
+before anything in it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from .atomic import atomic_torch_save
+
+RESUME_FORMAT = 1  # bump when the resume state's layout changes
+RESUME_KIND = "minimind-tui/resume"
+
+
+def weights_path(save_dir: str | os.PathLike, save_weight: str, dim: int, use_moe: bool) -> Path:
+    """The seed's file name: {save_dir}/{save_weight}_{dim}[_moe].pth"""
+    return Path(save_dir) / f"{save_weight}_{dim}{'_moe' if use_moe else ''}.pth"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """fp16 CPU copy of the state_dict with classic keys, as the seed saves it (atomically)."""
+    state = {k: v.detach().half().cpu() for k, v in unwrap(model).state_dict().items()}
+    atomic_torch_save(state, path)
+
+
+def safe_load(path: str | os.PathLike, what: str) -> Any:
+    """torch.load with weights_only=True and errors a person can act on."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{what} {p} does not exist: check the path")
+    if p.is_dir():
+        raise CheckpointError(f"{what} {p} is a directory: give the file")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):  # the weights-only unpickler met a class or function reference
+            raise CheckpointError(f"{what} {p} was refused: it holds Python objects whose loading could run "
+                                  "code; only plain tensors are accepted") from None
+        raise CheckpointError(f"{what} {p} is corrupt or not a torch checkpoint: use an earlier copy") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{what} {p} is corrupt or truncated ({first}): use an earlier copy") from None
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A classic weights file as {key: tensor}, wrapper prefixes removed."""
+    state = safe_load(path, "weights file")
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"weights file {path} is not a state_dict of tensors: give a MiniMind .pth")
+    return {_strip_prefixes(k): v for k, v in state.items()}
+
+
+def _strip_prefixes(key: str) -> str:
+    for prefix in ("module.", "_orig_mod."):
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def apply_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights strictly, explaining a mismatch in terms of the model config."""
+    own = unwrap(model).state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        hint = "it has MoE layers" if any(".experts." in k for k in unexpected) else (
+            "it has no MoE layers" if any(".experts." in k for k in missing) else "layer count or layout differs")
+        raise CheckpointError(f"{source} does not fit this model ({hint}; missing {len(missing)} keys, "
+                              f"unexpected {len(unexpected)}, e.g. {(missing or unexpected)[0]}): "
+                              "use the model settings it was trained with")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise CheckpointError(f"{source} does not fit this model: {key} is {tuple(tensor.shape)} there, "
+                                  f"{tuple(own[key].shape)} here: set dim/n_layers/vocab_size as it was trained")
+    unwrap(model).load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+# ---- exact resume ------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": _py_state_to_plain(random.getstate()),
+        "numpy": _np_state_to_plain(np.random.get_state()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_plain_to_py_state(state["python"]))
+    np.random.set_state(_plain_to_np_state(state["numpy"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _py_state_to_plain(state: tuple) -> dict:  # weights_only loads ints/lists, not arbitrary tuples
+    version, internal, gauss = state
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
+
+
+def _plain_to_py_state(plain: dict) -> tuple:
+    return (plain["version"], tuple(int(x) for x in plain["internal"].tolist()), plain["gauss"])
+
+
+def _np_state_to_plain(state: tuple) -> dict:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _plain_to_np_state(plain: dict) -> tuple:
+    return (plain["name"], plain["keys"].numpy().astype(np.uint32), plain["pos"], plain["has_gauss"], plain["cached"])
+
+
+def save_resume_state(path: str | os.PathLike, state: dict) -> None:
+    atomic_torch_save({"kind": RESUME_KIND, "format": RESUME_FORMAT, **state}, path)
+
+
+def load_resume_state(path: str | os.PathLike) -> dict:
+    state = safe_load(path, "resume state")
+    if not isinstance(state, dict) or state.get("kind") != RESUME_KIND:
+        raise CheckpointError(f"{path} is not a minimind-tui resume state: resume from a run directory "
+                              "made by `minimind train`, or start fresh with --init-from for plain weights")
+    if not isinstance(state.get("format"), int) or state["format"] > RESUME_FORMAT:
+        raise CheckpointError(f"{path} was written by a newer minimind-tui (format {state.get('format')}): "
+                              "upgrade minimind-tui to resume it")
+    return state

@@ -1,0 +1,402 @@
+"""The Trainer: the seed notebook's pretraining loop, steerable and exactly resumable.
+
+It knows nothing of terminals: it reports typed events to observers and records every run in its
+run directory. Call `run()` from any thread; steer it with a RunControl.
+
+The loop is the seed's (AdamW, cosine LR from step 1, masked CE + aux loss, clipping, AMP on
+CUDA, fp16 weights every save_interval steps) with MiniMind's gradient-accumulation slips fixed:
+the optimizer steps after every `accumulation_steps` micro-batches counted from 1, a short last
+window at an epoch's end is applied (its loss averaged over its own length), and the logged loss
+is the window's mean.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import torch
+
+from .. import __version__
+from ..config import RunConfig
+from ..data import EpochSampler, PretrainDataset, resolve_data_path
+from ..errors import CheckpointError, MiniMindError
+from ..model import MiniMindLM, count_parameters
+from ..tokenizer import load_tokenizer
+from .checkpoint import (apply_weights, load_resume_state, load_weights, rng_state, save_resume_state,
+                         save_weights, set_rng_state, unwrap, weights_path)
+from .control import RunControl
+from .environment import Precision, describe_device, resolve_precision
+from .events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, StateChanged, StepLogged
+from .run_store import RunStore
+from .loss import masked_lm_loss
+from .schedule import get_lr
+
+Observer = Callable[[Event], None]
+VALIDATE_ALL_BELOW = 64 << 20  # corpora smaller than this are checked line by line before training
+PAUSE_POLL_S = 0.2
+# Resumable settings a resumed run may change: they do not alter what the model learns.
+RESUME_OVERRIDABLE = {"log_interval", "save_interval", "num_workers", "on_nan", "resume_every_s", "device",
+                      "save_dir", "run_name"}
+
+
+@dataclass
+class Position:
+    """Where the run is: micro-batches done in the current epoch (0-based epoch)."""
+
+    epoch: int = 0
+    step: int = 0
+
+
+@dataclass
+class _Window:
+    """Sums over one optimizer step's micro-batches, kept on the device (no host sync)."""
+
+    loss: Optional[torch.Tensor] = None
+    aux: Optional[torch.Tensor] = None
+    micro: int = 0
+
+    def add(self, loss: torch.Tensor, aux: torch.Tensor) -> None:
+        self.loss = loss if self.loss is None else self.loss + loss
+        self.aux = aux if self.aux is None else self.aux + aux
+        self.micro += 1
+
+
+@dataclass
+class _Meter:
+    """Throughput and ETA bookkeeping, pauses excluded."""
+
+    active: float = 0.0  # seconds spent training in this process
+    since_log_time: float = 0.0
+    since_log_steps: int = 0
+    since_log_tokens: int = 0
+    since_log_positions: int = 0
+    steps_done: int = 0  # micro-batches done in this process
+    epoch_active: float = 0.0
+    epoch_steps: int = 0
+
+
+class Trainer:
+    def __init__(self, config: Optional[RunConfig] = None, control: Optional[RunControl] = None,
+                 observers: Iterable[Observer] = (), resume: Optional[str | os.PathLike] = None,
+                 overrides: Optional[dict] = None):
+        """A new run from `config`, or with `resume` the run in that directory, continued with its
+        own saved config and only the `overrides` that do not change the math."""
+        self.config = config or RunConfig()
+        self.overrides = dict(overrides or {})
+        self.control = control or RunControl()
+        self.observers = list(observers)
+        self.resume_dir = Path(resume) if resume else None
+        self.store: Optional[RunStore] = None
+        self.global_step = 0
+        self._poisoned = False  # a non-finite loss was seen: never save over good checkpoints
+        self._last_resume_save = 0.0
+        self._resume_saved_at = -1
+
+    # ---- setup -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check everything that can be checked and build the run; raise MiniMindError before any work."""
+        cfg, train = self.config.model, self.config.train
+        resume_state = None
+        if self.resume_dir is not None:
+            store = RunStore.open(self.resume_dir)
+            if not store.resume_path.is_file():
+                raise CheckpointError(f"{store.path} has no resume state (checkpoints/resume.pt): it stopped "
+                                      "before its first save; start it again instead")
+            resume_state = load_resume_state(store.resume_path)
+            self.config = cfg_run = _resume_config(RunConfig.from_dict(resume_state["config"]), self.overrides)
+            cfg, train = cfg_run.model, cfg_run.train
+        self.precision: Precision = resolve_precision(train.device, train.dtype)
+        self.tokenizer = load_tokenizer(train.tokenizer)
+        if len(self.tokenizer) > cfg.vocab_size:
+            raise MiniMindError(f"the tokenizer has {len(self.tokenizer)} tokens but vocab_size is {cfg.vocab_size}: "
+                                f"set --vocab_size {len(self.tokenizer)} or use a smaller tokenizer")
+        self.dataset = PretrainDataset(resolve_data_path(train.data_path), self.tokenizer, cfg.max_seq_len)
+        texts = self.dataset.texts
+        texts.validate(None if self.dataset.path.stat().st_size < VALIDATE_ALL_BELOW else 1000)
+        init_state = load_weights(train.init_from) if train.init_from and resume_state is None else None
+
+        torch.manual_seed(train.seed)  # before the model is built, as the seed notebook
+        self.model = MiniMindLM(cfg)
+        if init_state is not None:
+            apply_weights(self.model, init_state, f"--init-from {train.init_from}")
+        if resume_state is not None:
+            apply_weights(self.model, resume_state["model"], f"resume state of {self.resume_dir}")
+        self.model.to(self.precision.device)
+        self.n_params = count_parameters(self.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.learning_rate)
+        self.scaler = torch.amp.GradScaler(self.precision.device.type, enabled=self.precision.use_scaler)
+
+        self.sampler = EpochSampler(len(self.dataset), shuffle=train.shuffle, seed=train.seed)
+        self.iters = math.ceil(len(self.dataset) / train.batch_size)
+        self.total_steps = train.epochs * self.iters
+        self.position = Position()
+        if resume_state is not None:
+            self.optimizer.load_state_dict(resume_state["optimizer"])
+            if resume_state.get("scaler"):
+                self.scaler.load_state_dict(resume_state["scaler"])
+            self.position = Position(resume_state["epoch"], resume_state["step"])
+            self.global_step = resume_state["global_step"]
+            if self.global_step > self.total_steps:
+                raise CheckpointError(f"{self.resume_dir} is at step {self.global_step} of {self.total_steps}: "
+                                      "the corpus or batch size changed since it was saved")
+            set_rng_state(resume_state["rng"])
+            self.store = RunStore(self.resume_dir)
+            self.store.truncate_metrics(self.global_step)
+            self._resume_saved_at = self.global_step
+        else:
+            self.store = RunStore.create(train.save_dir, train.run_name)
+        self._resume_state = resume_state
+        self.store.write_config({**self.config.to_dict(), "run": {
+            "run_id": self.store.run_id, "minimind_version": __version__, "torch_version": torch.__version__,
+            "world_size": 1, "data_path": str(self.dataset.path), "n_docs": len(self.dataset),
+            "n_params": self.n_params, "created": time.time()}})
+        self.control.connect_inbox(self.store.take_requests)
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=train.batch_size, sampler=self.sampler, num_workers=train.num_workers,
+            pin_memory=self.precision.device.type == "cuda", drop_last=False,
+            persistent_workers=train.num_workers > 0, worker_init_fn=_ignore_sigint,
+            generator=torch.Generator().manual_seed(train.seed))  # keep the global RNG for dropout only
+
+    # ---- running -----------------------------------------------------------------------------
+    def run(self) -> RunEnded:
+        """Train to the end, a stop request or a failure. Setup errors raise before any work."""
+        if not hasattr(self, "model"):
+            self.prepare()
+        train = self.config.train
+        notes = list(self.precision.notes)
+        if self._resume_state is not None:
+            notes.append(f"resumed at step {self.global_step}/{self.total_steps} from {self.store.resume_path}")
+        self._emit(RunStarted(
+            run_id=self.store.run_id, run_dir=str(self.store.path), config=self.config.to_dict(),
+            n_params=self.n_params, device=describe_device(self.precision.device),
+            precision=self.precision.description, data_path=str(self.dataset.path), n_docs=len(self.dataset), iters_per_epoch=self.iters,
+            total_steps=self.total_steps, start_step=self.global_step, notes=tuple(notes)))
+        self._last_resume_save = time.monotonic()
+        status, error = "finished", None
+        try:
+            stopped = self._train_epochs()
+            if stopped:
+                status = "stopped"
+            self._save_resume()
+        except MiniMindError as e:
+            status, error = "failed", str(e)
+        except torch.cuda.OutOfMemoryError:
+            status, error = "failed", ("CUDA out of memory: lower --batch_size or --max_seq_len, or use "
+                                       "--accumulation_steps for the same effective batch")
+        except Exception as e:  # a bug: keep the traceback in the run directory, show one line
+            status, error = "failed", f"internal error {type(e).__name__}: {e} (traceback in {self.store.path / 'traceback.txt'})"
+            (self.store.path / "traceback.txt").write_text(traceback.format_exc())
+        finally:
+            self._shutdown_loader()
+        ended = RunEnded(status=status, global_step=self.global_step, total_steps=self.total_steps,
+                         run_dir=str(self.store.path), error=error,
+                         resumable=self.store.resume_path.is_file() and status != "finished")
+        self._emit(ended)
+        return ended
+
+    def _train_epochs(self) -> bool:
+        """The loop; True when it stopped early on request."""
+        train = self.config.train
+        meter = self.meter = _Meter()
+        self.model.train()
+        for epoch in range(self.position.epoch, train.epochs):
+            start = self.position.step if epoch == self.position.epoch else 0
+            self.position = Position(epoch, start)
+            self.sampler.set_epoch(epoch, start * train.batch_size)
+            meter.epoch_active, meter.epoch_steps = 0.0, 0
+            window = _Window()
+            step = start
+            tick = time.perf_counter()
+            for X, Y, loss_mask in self.loader:
+                step += 1
+                self.global_step += 1
+                self._set_lr(epoch * self.iters + step)
+                size = self._window_size(step)
+                loss, aux = self._forward_backward(X, Y, loss_mask, size)
+                window.add(loss, aux)
+                meter.since_log_tokens += int(loss_mask.sum())
+                meter.since_log_positions += loss_mask.numel()
+                if step % train.accumulation_steps and step != self.iters:
+                    continue
+                grad_norm = self._optimizer_step()
+                self.position = Position(epoch, step)
+                now = time.perf_counter()
+                elapsed, tick = now - tick, now
+                meter.active += elapsed
+                meter.epoch_active += elapsed
+                meter.since_log_time += elapsed
+                meter.steps_done += window.micro
+                meter.epoch_steps += window.micro
+                meter.since_log_steps += window.micro
+                crossed = lambda interval: interval > 0 and (step // interval > (step - window.micro) // interval)
+                last = step == self.iters
+                if crossed(train.log_interval) or last:
+                    self._log(epoch, step, window, grad_norm)
+                if (crossed(train.save_interval) or (last and train.save_interval > 0)) and not self._poisoned:
+                    self._save_weights()
+                if self.control.take_save_request():
+                    self._save_weights()
+                    self._save_resume(force=True)
+                window = _Window()
+                if self._handle_control():
+                    return True
+                tick = time.perf_counter()  # pauses and saves do not count as training time
+            self.position = Position(epoch + 1, 0)
+        return False
+
+    def _window_size(self, step: int) -> int:
+        """Micro-batches in the optimizer step that contains micro-batch `step` (1-based)."""
+        accum = self.config.train.accumulation_steps
+        last_full = self.iters - self.iters % accum
+        return self.iters % accum if step > last_full else accum
+
+    def _set_lr(self, step: int) -> None:
+        train = self.config.train
+        self.lr = get_lr(step, self.total_steps, train.learning_rate, train.warmup_iters)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def _forward_backward(self, X, Y, loss_mask, window_size: int):
+        device = self.precision.device
+        X, Y, loss_mask = (t.to(device, non_blocking=True) for t in (X, Y, loss_mask))
+        with self.precision.autocast():
+            res = self.model(X)
+            loss = masked_lm_loss(res.logits, Y, loss_mask) + res.aux_loss
+        self.scaler.scale(loss / window_size).backward()
+        return loss.detach() / window_size, res.aux_loss.detach() / window_size
+
+    def _optimizer_step(self) -> torch.Tensor:
+        clip = self.config.train.grad_clip
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _log(self, epoch: int, step: int, window: _Window, grad_norm: torch.Tensor) -> None:
+        train, meter = self.config.train, self.meter
+        loss, aux = window.loss.item(), window.aux.item()  # the one host sync, on log steps only
+        rate_time = max(meter.since_log_time, 1e-9)
+        per_step = meter.active / max(meter.steps_done, 1)
+        epoch_per_step = meter.epoch_active / max(meter.epoch_steps, 1)
+        event = StepLogged(
+            epoch=epoch + 1, epochs=train.epochs, step=step, iters=self.iters, global_step=self.global_step,
+            total_steps=self.total_steps, loss=loss, logits_loss=loss - aux, aux_loss=aux, lr=self.lr,
+            grad_norm=float(grad_norm), tokens=meter.since_log_tokens,
+            tokens_per_s=meter.since_log_tokens / rate_time, positions_per_s=meter.since_log_positions / rate_time,
+            step_time=meter.since_log_time / max(meter.since_log_steps, 1), elapsed=meter.active,
+            epoch_eta=epoch_per_step * (self.iters - step),
+            total_eta=per_step * (self.total_steps - self.global_step))
+        meter.since_log_time, meter.since_log_steps = 0.0, 0
+        meter.since_log_tokens = meter.since_log_positions = 0
+        self._emit(event)
+        if not (math.isfinite(loss) and math.isfinite(aux)):
+            self._on_nonfinite(f"loss is {loss} at step {self.global_step}")
+
+    def _on_nonfinite(self, what: str) -> None:
+        self._poisoned = True
+        on_nan = self.config.train.on_nan
+        last = (f"the last good resume state is at step {self._resume_saved_at}"
+                if self._resume_saved_at >= 0 else "no resume state was saved before it")
+        self._emit(Alert(f"{what}: checkpoints are no longer written ({last}); "
+                         + ("paused: resume to continue anyway, or stop" if on_nan == "pause" else "stopping"),
+                         level="error"))
+        if on_nan == "pause":
+            self.control.pause()
+        else:
+            self.control.stop(f"non-finite loss ({what})")
+
+    def _handle_control(self) -> bool:
+        """Apply pause/stop requests between optimizer steps; True when the run must stop."""
+        self.control.poll()
+        if self.control.paused and self.control.stop_reason is None:
+            self._emit(StateChanged("paused", "pause requested"))
+            while self.control.paused and self.control.stop_reason is None:
+                self.control.wait(PAUSE_POLL_S)
+                self.control.poll()
+                self.store.heartbeat()
+                if self.control.take_save_request():
+                    self._save_weights()
+                    self._save_resume(force=True)
+            if self.control.stop_reason is None:
+                self._emit(StateChanged("running", "resumed"))
+        if self.control.stop_reason is not None:
+            self._emit(StateChanged("stopping", self.control.stop_reason))
+            return True
+        return False
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def _save_weights(self) -> None:
+        if self._poisoned:
+            self._emit(Alert("not saving weights: a non-finite loss was seen, the weights may be corrupt"))
+            return
+        train, cfg = self.config.train, self.config.model
+        path = weights_path(train.save_dir, train.save_weight, cfg.dim, cfg.use_moe)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(self.model, path)
+        self._emit(CheckpointSaved("weights", str(path), self.global_step))
+        if time.monotonic() - self._last_resume_save >= self.config.train.resume_every_s or self._resume_saved_at < 0:
+            self._save_resume(force=True)
+
+    def _save_resume(self, force: bool = True) -> None:
+        if self._poisoned or self._resume_saved_at == self.global_step:
+            return
+        save_resume_state(self.store.resume_path, self.state_dict())
+        self._last_resume_save = time.monotonic()
+        self._resume_saved_at = self.global_step
+        self._emit(CheckpointSaved("resume", str(self.store.resume_path), self.global_step))
+
+    def state_dict(self) -> dict:
+        """Everything an exact resume needs, loadable with torch.load(weights_only=True)."""
+        return {
+            "model": {k: v.detach().cpu().clone() for k, v in unwrap(self.model).state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": rng_state(),
+            "epoch": self.position.epoch,
+            "step": self.position.step,
+            "global_step": self.global_step,
+            "config": self.config.to_dict(),
+            "world_size": 1,
+            "minimind_version": __version__,
+        }
+
+    # ---- plumbing ----------------------------------------------------------------------------
+    def _emit(self, event: Event) -> None:
+        if self.store is not None:
+            self.store.record(event)
+        for observer in self.observers:
+            observer(event)
+
+    def _shutdown_loader(self) -> None:
+        iterator = getattr(self.loader, "_iterator", None) if hasattr(self, "loader") else None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
+
+def _resume_config(saved: RunConfig, overrides: dict) -> RunConfig:
+    """The saved run's config; only settings that do not change the math may be overridden."""
+    changes = {k: v for k, v in overrides.items() if v != saved.flat().get(k)}
+    refused = sorted(set(changes) - RESUME_OVERRIDABLE)
+    if refused:
+        name = refused[0]
+        raise CheckpointError(f"--{name} differs from the run being resumed ({saved.flat()[name]!r}): a resumed "
+                              "run keeps its settings; start a new run with --init-from its weights to change it")
+    return saved.replace(**changes) if changes else saved
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: let the main process finish the step and stop cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,377 @@
+"""MiniMind classic (`MiniMindLM`): the same modules, parameter names, init order and arithmetic.
+
+A classic `.pth` loads here with `strict=True` and gives the same logits. Differences are
+deliberate and do not change what a classic checkpoint computes:
+- RoPE tables are built lazily and linearly in sequence length (MiniMind also keeps a
+  max_seq_len x max_seq_len mask buffer per layer: 8192^2 floats = 256 MB each at the default).
+- RoPE uses the real-valued form of the same complex product (torch.compile friendly).
+- MoE experts keep the activation dtype (MiniMind's training path rounds expert outputs to fp16).
+- Chunked prefill with a KV cache gets a correct causal mask, and `generate()` handles batches of
+  prompts of different lengths (left padding with an attention mask).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LMConfig
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B, T, vocab_size)
+    aux_loss: torch.Tensor  # scalar: MoE load-balancing loss summed over layers (0 when dense)
+    past_key_values: Optional[KVCache]  # per layer (k, v), each (B, T_total, n_kv_heads, head_dim)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * (x.float() * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)
+
+
+def rope_tables(head_dim: int, end: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of MiniMind's `pos_cis` (polar(1, outer(t, freqs))), each (end, head_dim // 2)."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+    angles = torch.outer(torch.arange(end, dtype=torch.float32), freqs)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ADJACENT pairs (x0,x1),(x2,x3)... of x (B, T, H, hd) in fp32, as MiniMind's complex form."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return rotated.flatten(3).type_as(x)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """torch.repeat_interleave(x, dim=2, repeats=n_rep) without a copy until needed."""
+    if n_rep == 1:
+        return x
+    bs, slen, n_kv_heads, head_dim = x.shape
+    return x[:, :, :, None, :].expand(bs, slen, n_kv_heads, n_rep, head_dim).reshape(bs, slen, n_kv_heads * n_rep, head_dim)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.n_rep = self.n_heads // self.n_kv_heads
+        self.head_dim = config.head_dim
+        self.wq = nn.Linear(config.dim, config.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(config.n_heads * self.head_dim, config.dim, bias=False)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
+        self.flash = config.flash_attn
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                past_key_value: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                use_cache: bool = False, attn_mask: Optional[torch.Tensor] = None):
+        bsz, seq_len, _ = x.shape
+        xq = self.wq(x).view(bsz, seq_len, self.n_heads, self.head_dim)
+        xk = self.wk(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
+        xv = self.wv(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
+        xq, xk = apply_rotary_emb(xq, cos, sin), apply_rotary_emb(xk, cos, sin)
+        if past_key_value is not None:
+            xk = torch.cat([past_key_value[0], xk], dim=1)
+            xv = torch.cat([past_key_value[1], xv], dim=1)
+        past_kv = (xk, xv) if use_cache else None
+
+        xq = xq.transpose(1, 2)
+        xk = repeat_kv(xk, self.n_rep).transpose(1, 2)
+        xv = repeat_kv(xv, self.n_rep).transpose(1, 2)
+        dropout_p = self.dropout if self.training else 0.0
+        total_len = xk.shape[2]
+        # Plain causal training/prefill (MiniMind's path) vs decoding or masked (padded) batches.
+        plain_causal = attn_mask is None and total_len == seq_len
+        if attn_mask is None and seq_len == 1:
+            mask = None  # one new query sees every cached key
+        elif plain_causal:
+            mask = None
+        else:
+            mask = causal_mask(seq_len, total_len, x.device)
+            if attn_mask is not None:
+                mask = mask & attn_mask
+        if self.flash:
+            output = F.scaled_dot_product_attention(
+                xq, xk, xv, attn_mask=mask, dropout_p=dropout_p, is_causal=plain_causal and seq_len > 1)
+        else:
+            scores = (xq @ xk.transpose(-2, -1)) / math.sqrt(self.head_dim)
+            if plain_causal and seq_len > 1:
+                mask = causal_mask(seq_len, total_len, x.device)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            scores = self.attn_dropout(F.softmax(scores.float(), dim=-1).type_as(xq))
+            output = scores @ xv
+        output = output.transpose(1, 2).reshape(bsz, seq_len, -1)
+        return self.resid_dropout(self.wo(output)), past_kv
+
+
+def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """Boolean (q_len, k_len) mask, True = may attend; queries are the LAST q_len positions."""
+    q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    return torch.arange(k_len, device=device)[None, :] <= q_pos
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        hidden = config.ffn_hidden_dim
+        self.w1 = nn.Linear(config.dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, config.dim, bias=False)
+        self.w3 = nn.Linear(config.dim, hidden, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class MoEGate(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        self.top_k = config.num_experts_per_tok
+        self.n_routed_experts = config.n_routed_experts
+        self.alpha = config.aux_loss_alpha
+        self.seq_aux = config.seq_aux
+        self.norm_topk_prob = config.norm_topk_prob
+        self.weight = nn.Parameter(torch.empty((self.n_routed_experts, config.dim)))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def forward(self, hidden_states: torch.Tensor):
+        bsz, seq_len, h = hidden_states.shape
+        scores = F.linear(hidden_states.view(-1, h), self.weight).softmax(dim=-1)
+        topk_weight, topk_idx = torch.topk(scores, k=self.top_k, dim=-1, sorted=False)
+        if self.top_k > 1 and self.norm_topk_prob:
+            topk_weight = topk_weight / (topk_weight.sum(dim=-1, keepdim=True) + 1e-20)
+        if self.training and self.alpha > 0.0:
+            aux_loss = self.aux_loss(scores, topk_idx, bsz, seq_len)
+        else:
+            aux_loss = scores.new_zeros(())
+        return topk_idx, topk_weight, aux_loss
+
+    def aux_loss(self, scores: torch.Tensor, topk_idx: torch.Tensor, bsz: int, seq_len: int) -> torch.Tensor:
+        n_exp, k = self.n_routed_experts, self.top_k
+        idx = topk_idx.view(bsz, -1)
+        if self.seq_aux:
+            # ce[b, e]: how often expert e was picked in sequence b, relative to a uniform share
+            ce = torch.zeros(bsz, n_exp, device=scores.device)
+            ce.scatter_add_(1, idx, torch.ones(bsz, seq_len * k, device=scores.device))
+            ce = ce.div_(seq_len * k / n_exp)
+            return (ce * scores.view(bsz, seq_len, -1).mean(dim=1)).sum(dim=1).mean() * self.alpha
+        fi = F.one_hot(idx.view(-1), num_classes=n_exp).float().mean(0) * n_exp
+        return (scores.mean(0) * fi).sum() * self.alpha
+
+
+class MOEFeedForward(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        self.experts = nn.ModuleList([FeedForward(config) for _ in range(config.n_routed_experts)])
+        self.gate = MoEGate(config)
+        self.shared_experts = FeedForward(config) if config.n_shared_experts else None
+        self.aux_loss: torch.Tensor | float = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        orig_shape = x.shape
+        topk_idx, topk_weight, self.aux_loss = self.gate(x)
+        flat_x = x.view(-1, x.shape[-1])
+        flat_idx = topk_idx.view(-1)
+        token_of = torch.arange(flat_x.shape[0], device=x.device).repeat_interleave(topk_idx.shape[1])
+        weights = topk_weight.view(-1, 1)
+        y = torch.zeros_like(flat_x)
+        # Each expert sees only its tokens; outputs are weighted and summed back per token.
+        for i, expert in enumerate(self.experts):
+            chosen = (flat_idx == i).nonzero(as_tuple=True)[0]
+            if chosen.numel() == 0:
+                continue
+            tokens = token_of[chosen]
+            out = expert(flat_x[tokens]) * weights[chosen].to(flat_x.dtype)
+            y.index_add_(0, tokens, out.to(y.dtype))
+        y = y.view(orig_shape)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(x)
+        return y
+
+
+class MiniMindBlock(nn.Module):
+    def __init__(self, layer_id: int, config: LMConfig):
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention = Attention(config)
+        self.attention_norm = RMSNorm(config.dim, eps=config.norm_eps)
+        self.ffn_norm = RMSNorm(config.dim, eps=config.norm_eps)
+        self.feed_forward = MOEFeedForward(config) if config.use_moe else FeedForward(config)
+
+    def forward(self, x, cos, sin, past_key_value=None, use_cache=False, attn_mask=None):
+        h_attn, past_kv = self.attention(self.attention_norm(x), cos, sin, past_key_value, use_cache, attn_mask)
+        h = x + h_attn
+        return h + self.feed_forward(self.ffn_norm(h)), past_kv
+
+
+class MiniMindLM(nn.Module):
+    def __init__(self, config: Optional[LMConfig] = None):
+        super().__init__()
+        self.config = config = config or LMConfig()
+        # Module creation order fixes the RNG draw order: identical to MiniMind, so a seed gives
+        # MiniMind's initial weights.
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList([MiniMindBlock(i, config) for i in range(config.n_layers)])
+        self.norm = RMSNorm(config.dim, eps=config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.tok_embeddings.weight = self.output.weight  # tied: output init wins, as in MiniMind
+        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def _rope(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + length
+        if end > self.rope_cos.shape[0]:  # generation past max_seq_len: extend, as RoPE allows
+            cos, sin = rope_tables(self.config.head_dim, max(end, 2 * self.rope_cos.shape[0]), self.config.rope_theta)
+            self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
+        return self.rope_cos[start:end], self.rope_sin[start:end]
+
+    def forward(self, input_ids: torch.Tensor, past_key_values: Optional[KVCache] = None,
+                use_cache: bool = False, start_pos: int = 0,
+                attention_mask: Optional[torch.Tensor] = None) -> ModelOutput:
+        """attention_mask: optional (B, T_total) bool/0-1, True for real tokens (keys), for padded batches."""
+        past_key_values = past_key_values or [None] * len(self.layers)
+        seq_len = input_ids.size(1)
+        cos, sin = self._rope(start_pos, seq_len)
+        attn_mask = None
+        if attention_mask is not None:
+            keys = attention_mask.bool()[:, None, None, :]
+            # A padded query attends to itself so no softmax row is empty (that would make NaNs).
+            total = attention_mask.shape[1]
+            own = torch.arange(total, device=keys.device)[None, :] == torch.arange(total - seq_len, total, device=keys.device)[:, None]
+            attn_mask = keys | own[None, None]
+        h = self.dropout(self.tok_embeddings(input_ids))
+        presents = []
+        for layer, past in zip(self.layers, past_key_values):
+            h, present = layer(h, cos, sin, past, use_cache, attn_mask)
+            presents.append(present)
+        logits = self.output(self.norm(h))
+        aux = [layer.feed_forward.aux_loss for layer in self.layers if isinstance(layer.feed_forward, MOEFeedForward)]
+        aux_loss = sum(aux, logits.new_zeros((), dtype=torch.float32))
+        return ModelOutput(logits=logits, aux_loss=aux_loss, past_key_values=presents if use_cache else None)
+
+    @torch.inference_mode()
+    def generate_stream(self, prompts: Sequence[Sequence[int]] | torch.Tensor, max_new_tokens: int = 256,
+                        temperature: float = 0.75, top_p: float = 0.9, repetition_penalty: float = 1.0,
+                        eos_token_id: Optional[int] = 2, pad_token_id: int = 0, use_cache: bool = True,
+                        generator: Optional[torch.Generator] = None) -> Iterator[torch.Tensor]:
+        """Yield the next token of every prompt, (B,), until max_new_tokens or every row hit eos.
+
+        Rows that finished yield pad_token_id. temperature 0 means greedy.
+        """
+        device = self.output.weight.device
+        ids, real = _left_pad(prompts, pad_token_id, device)
+        batch = ids.shape[0]
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        past, fed = None, 0  # fed: how many positions the cache already holds
+        for _ in range(max_new_tokens):
+            if use_cache and past is not None:
+                out = self(ids[:, fed:], past_key_values=past, use_cache=True, start_pos=fed, attention_mask=real)
+            else:
+                out = self(ids, use_cache=use_cache, attention_mask=real)
+            past, fed = out.past_key_values, ids.shape[1]
+            logits = out.logits[:, -1, :].float()
+            if repetition_penalty != 1.0:
+                logits = _penalize_repeats(logits, ids, real, repetition_penalty)
+            next_tok = _sample(logits, temperature, top_p, generator)
+            next_tok = torch.where(done, torch.full_like(next_tok, pad_token_id), next_tok)
+            yield next_tok
+            ids = torch.cat([ids, next_tok[:, None]], dim=1)
+            real = torch.cat([real, ~done[:, None]], dim=1)
+            if eos_token_id is not None:
+                done = done | (next_tok == eos_token_id)
+                if bool(done.all()):
+                    return
+
+    def generate(self, prompts: Sequence[Sequence[int]] | torch.Tensor, max_new_tokens: int = 256,
+                 **kwargs) -> list[list[int]]:
+        """New tokens per prompt (eos included when reached, no padding)."""
+        eos = kwargs.get("eos_token_id", 2)
+        steps = list(self.generate_stream(prompts, max_new_tokens=max_new_tokens, **kwargs))
+        result = []
+        for row in (torch.stack(steps, 1).tolist() if steps else [[] for _ in range(len(prompts))]):
+            cut = row.index(eos) + 1 if eos is not None and eos in row else len(row)
+            result.append(row[:cut])
+        return result
+
+
+def _left_pad(prompts, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(prompts, torch.Tensor):
+        prompts = [list(map(int, row)) for row in (prompts if prompts.dim() == 2 else prompts[None])]
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    real = torch.zeros((len(prompts), width), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        real[i, width - len(p):] = True
+    return ids.to(device), real.to(device)
+
+
+def _penalize_repeats(logits: torch.Tensor, ids: torch.Tensor, real: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL-style penalty on every token already in the row: shrink positive logits, push negative ones down."""
+    # Padding positions point at the row's last token so they add no token of their own.
+    ids = torch.where(real, ids, ids[:, -1:])
+    seen = logits.gather(1, ids)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(1, ids, seen)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_p is not None and 0 < top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+        remove = cum > top_p
+        remove[:, 1:] = remove[:, :-1].clone()
+        remove[:, 0] = False
+        logits = logits.masked_fill(remove.scatter(1, sorted_idx, remove), float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters, tied weights counted once (MiniMind's 8.915M for the seed config)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flops_per_token(config: LMConfig, seq_len: int, training: bool = True) -> float:
+    """Matmul FLOPs per token (PaLM appendix B): 2*N forward per active weight + attention scores.
+
+    N counts the weights a token passes through (the tied output head included, norms and the
+    embedding lookup excluded; for MoE the top-k routed experts, the shared one and the gate).
+    Training is 3x forward (backward = 2x forward). Causal masking is not discounted, as in PaLM.
+    """
+    dim, hd, layers = config.dim, config.head_dim, config.n_layers
+    attn = dim * config.n_heads * hd * 2 + dim * config.n_kv_heads * hd * 2
+    ffn = 3 * dim * config.ffn_hidden_dim
+    if config.use_moe:
+        ffn = ffn * (config.num_experts_per_tok + (1 if config.n_shared_experts else 0)) + dim * config.n_routed_experts
+    active = layers * (attn + ffn) + dim * config.vocab_size
+    forward = 2 * active + 2 * 2 * layers * config.n_heads * hd * seq_len
+    return forward * (3 if training else 1)

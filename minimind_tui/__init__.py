@@ -1,0 +1,1 @@
+"""minimind_tui: the Textual app over the minimind training engine."""

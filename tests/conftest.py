@@ -1,0 +1,35 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+ASSETS = SHARED / "minimind-assets"
+
+needs_assets = pytest.mark.skipif(not ASSETS.is_dir(), reason="../shared/minimind-assets is absent")
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def minimind_tokenizer():
+    if not ASSETS.is_dir():
+        pytest.skip("../shared/minimind-assets is absent")
+    from minimind.tokenizer import load_tokenizer
+
+    return load_tokenizer(ASSETS / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def shipped_tokenizer():
+    from minimind.tokenizer import load_tokenizer
+
+    return load_tokenizer()
+
+
+def write_jsonl(path: Path, lines) -> Path:
+    """Write raw lines (str or bytes) to a file, one per line."""
+    data = b"".join((l if isinstance(l, bytes) else l.encode("utf-8")) + b"\n" for l in lines)
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,201 @@
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from minimind.cli import app
+from minimind.engine.run_store import RunStore, list_runs
+from tests.conftest import ASSETS, needs_assets
+from tests.helpers import tiny_corpus
+
+runner = CliRunner()
+CLASSIC_LINE = re.compile(r"^Epoch:\[\d+/\d+\]\(\d+/\d+\), loss: \d+\.\d{4}, logits_loss: \d+\.\d{4}, "
+                          r"aux_loss: \d+\.\d{4}, lr: \d\.\d{8}, epoch_time: \d+\.\dmin$")
+
+
+def tiny_args(tmp_path, *extra):
+    return ["train", "--dim", "32", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "48",
+            "--data_path", str(tiny_corpus(tmp_path)), "--save_dir", str(tmp_path / "out"),
+            "--num_workers", "0", "--epochs", "1", *extra]
+
+
+def test_train_prints_the_seed_lines_and_records_the_run(tmp_path):
+    result = runner.invoke(app, tiny_args(tmp_path, "--batch-size", "4"))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert sum(bool(CLASSIC_LINE.match(l)) for l in lines) == 3
+    assert "Epoch:[1/1](3/3)" in result.output
+    assert any(l.startswith("model    0.") and "parameters" in l for l in lines)
+    assert any(l.startswith("device   cpu") for l in lines)
+    assert any("12 docs, 3 steps/epoch x 1 epochs = 3 steps" in l for l in lines)
+    assert (tmp_path / "out" / "minimind_pretrain_32.pth").is_file()
+    [store] = list_runs(tmp_path / "out")
+    assert store.read_config()["train"]["batch_size"] == 4
+
+
+@needs_assets
+def test_seed_run_reproduces_minimind_fp32_cpu_losses(tmp_path):
+    """The seed config on MiniMind's tokenizer and toy data: MiniMind's own fp32 CPU losses."""
+    result = runner.invoke(app, ["train", "--tokenizer", str(ASSETS / "tokenizer"),
+                                 "--data_path", str(ASSETS / "toydata" / "pretrain_data.jsonl"),
+                                 "--save_dir", str(tmp_path), "--dtype", "float32", "--device", "cpu",
+                                 "--num_workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "model    8.915M parameters" in result.output
+    lines = [l for l in result.output.splitlines() if l.startswith("Epoch:")]
+    assert lines == [
+        "Epoch:[1/5](1/1), loss: 8.9662, logits_loss: 8.9662, aux_loss: 0.0000, lr: 0.00050225, epoch_time: 0.0min",
+        "Epoch:[2/5](1/1), loss: 8.0970, logits_loss: 8.0970, aux_loss: 0.0000, lr: 0.00037725, epoch_time: 0.0min",
+        "Epoch:[3/5](1/1), loss: 7.4885, logits_loss: 7.4885, aux_loss: 0.0000, lr: 0.00022275, epoch_time: 0.0min",
+        "Epoch:[4/5](1/1), loss: 7.1506, logits_loss: 7.1506, aux_loss: 0.0000, lr: 0.00009775, epoch_time: 0.0min",
+        "Epoch:[5/5](1/1), loss: 6.9875, logits_loss: 6.9875, aux_loss: 0.0000, lr: 0.00005000, epoch_time: 0.0min",
+    ]
+    assert (tmp_path / "minimind_pretrain_512.pth").is_file()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--dim", "30"], "dim: 30 is not divisible by n_heads=4"),
+    (["--n_kv_heads", "3"], "n_kv_heads"),
+    (["--batch_size", "0"], "batch_size: must be at least 1"),
+    (["--learning_rate", "0"], "learning_rate: must be a positive number"),
+    (["--save_interval", "-1"], "save_interval: must be >= 0"),
+    (["--max_seq_len", "1"], "max_seq_len: must be at least 2"),
+    (["--device", "cuda"], "CUDA is not available"),
+    (["--dtype", "float16"], "float16 needs CUDA"),
+    (["--tokenizer", "/nonexistent"], "tokenizer folder /nonexistent does not exist"),
+    (["--init-from", "/nonexistent.pth"], "does not exist"),
+    (["--vocab_size", "100"], "the tokenizer has 6400 tokens but vocab_size is 100"),
+    (["--resume", "auto"], "no unfinished run"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, words):
+    result = runner.invoke(app, tiny_args(tmp_path, *args))
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("error: ")
+
+
+def test_bad_data_is_refused_before_any_work(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": oops}\n')
+    result = runner.invoke(app, tiny_args(tmp_path, "--data_path", str(bad)))
+    assert result.exit_code == 2 and f"{bad}:2: malformed JSON" in result.output
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_config_file_and_flag_override(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"model": {"dim": 48, "n_heads": 4}, "train": {"epochs": 1, "batch_size": 6}}))
+    result = runner.invoke(app, tiny_args(tmp_path, "--config", str(cfg), "--batch_size", "4"))
+    assert result.exit_code == 0, result.output
+    [store] = list_runs(tmp_path / "out")
+    saved = store.read_config()
+    assert saved["model"]["dim"] == 32 and saved["train"]["batch_size"] == 4  # flags beat the file
+    cfg.write_text(json.dumps({"train": {"batchsize": 4}}))
+    result = runner.invoke(app, tiny_args(tmp_path, "--config", str(cfg)))
+    assert result.exit_code == 2 and "batchsize: unknown setting" in result.output
+
+
+def test_runs_list_and_show(tmp_path):
+    assert runner.invoke(app, tiny_args(tmp_path, "--run-name", "first")).exit_code == 0
+    out = runner.invoke(app, ["runs", "list", "--save-dir", str(tmp_path / "out")]).output
+    assert "first" in out and "finished" in out and "6/6" in out
+    shown = runner.invoke(app, ["runs", "show", "first", "--save-dir", str(tmp_path / "out")])
+    assert shown.exit_code == 0, shown.output
+    assert "state      finished" in shown.output and "checkpoint weights:" in shown.output
+    assert "loss" in shown.output and "step" in shown.output  # the plotext curve's title and axis label
+    missing = runner.invoke(app, ["runs", "show", "nope", "--save-dir", str(tmp_path / "out")])
+    assert missing.exit_code == 2 and "not a run directory" in missing.output
+
+
+def test_control_commands_refuse_a_finished_run(tmp_path):
+    runner.invoke(app, tiny_args(tmp_path, "--run-name", "done"))
+    result = runner.invoke(app, ["pause", "done", "--save-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "is not running (state: finished)" in result.output
+
+
+def test_generate_and_tokenizer_train(tmp_path):
+    assert runner.invoke(app, tiny_args(tmp_path, "--run-name", "g")).exit_code == 0
+    out = runner.invoke(app, ["generate", str(tmp_path / "out" / "runs" / "g"), "-p", "The", "--max-new-tokens", "5",
+                              "--seed", "1"])
+    assert out.exit_code == 0 and out.output.startswith("The")
+    weights = tmp_path / "out" / "minimind_pretrain_32.pth"
+    out2 = runner.invoke(app, ["generate", str(weights), "-p", "The", "--max-new-tokens", "5", "--n-heads", "4",
+                               "--temperature", "0"])
+    assert out2.exit_code == 0, out2.output
+    tok = runner.invoke(app, ["tokenizer", "train", "--data", str(tiny_corpus(tmp_path)), "--vocab-size", "400",
+                              "--out", str(tmp_path / "tok")])
+    assert tok.exit_code == 0 and "400 entries" in tok.output
+    from minimind.tokenizer import load_tokenizer
+    t = load_tokenizer(tmp_path / "tok")
+    assert len(t) == 400 and (t.pad_token_id, t.bos_token_id, t.eos_token_id) == (0, 1, 2)
+
+
+def start_headless(tmp_path, *extra):
+    """`minimind train` in its own process, as a user would start it in tmux or with nohup."""
+    args = [sys.executable, "-m", "minimind", *tiny_args(tmp_path, "--epochs", "200", "--save_interval", "0",
+                                                        "--log_interval", "1", *extra)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_until(cond, timeout=60.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_control_from_another_process(tmp_path):
+    proc = start_headless(tmp_path, "--run-name", "live")
+    try:
+        out = tmp_path / "out"
+        store = RunStore(out / "runs" / "live")
+        assert wait_until(lambda: store.read_status().get("global_step", 0) >= 2)
+        cli = lambda *a: subprocess.run([sys.executable, "-m", "minimind", *a, "live", "--save-dir", str(out)],
+                                        capture_output=True, text=True, timeout=60)
+        assert cli("pause").returncode == 0
+        assert wait_until(lambda: store.read_status().get("state") == "paused", 30)
+        step = store.read_status()["global_step"]
+        time.sleep(1.0)
+        assert store.read_status()["global_step"] == step
+        assert cli("save").returncode == 0
+        assert wait_until(lambda: store.resume_path.is_file(), 30)
+        assert cli("resume").returncode == 0
+        assert wait_until(lambda: store.read_status().get("global_step", 0) > step + 1, 30)
+        assert cli("stop").returncode == 0
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert "stopped at step" in output and f"minimind train --resume {out / 'runs' / 'live'}" in output
+    assert store.read_status()["state"] == "stopped"
+
+
+def test_sigint_saves_and_resume_continues(tmp_path):
+    proc = start_headless(tmp_path, "--run-name", "sig", "--epochs", "40")
+    store = RunStore(tmp_path / "out" / "runs" / "sig")
+    try:
+        for line in proc.stdout:  # interrupt as soon as training is under way
+            if line.startswith("Epoch:[1/40](2/6)"):
+                proc.send_signal(signal.SIGINT)
+                break
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output and "resume with: minimind train --resume" in output
+    stopped_at = store.read_status()["global_step"]
+    assert store.read_status()["state"] == "stopped" and 2 <= stopped_at < 240
+    result = runner.invoke(app, ["train", "--resume", "auto", "--save_dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert f"resumed at step {stopped_at}/240" in result.output
+    assert store.read_status()["state"] == "finished" and store.read_status()["global_step"] == 240

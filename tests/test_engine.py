@@ -1,0 +1,260 @@
+import math
+
+import pytest
+import torch
+
+from minimind.engine.checkpoint import load_resume_state, load_weights, weights_path
+from minimind.engine.control import RunControl
+from minimind.engine.events import CheckpointSaved, RunEnded, RunStarted, StateChanged, StepLogged
+from minimind.engine.loss import masked_lm_loss
+from minimind.engine.run_store import RunStore, RunSummary, find_resumable, list_runs
+from minimind.engine.schedule import get_lr
+from minimind.engine.trainer import Trainer
+from minimind.errors import CheckpointError
+from minimind.model import MiniMindLM
+from tests.helpers import tiny_config
+
+
+def test_seed_learning_rates():
+    got = [round(get_lr(e * 1 + 1, 5 * 1, 5e-4), 8) for e in range(5)]
+    assert got == [0.00050225, 0.00037725, 0.00022275, 0.00009775, 0.00005000]
+    assert get_lr(5, 10, 1e-3, warmup_steps=10) == pytest.approx(0.5 * get_lr(5, 10, 1e-3))
+
+
+def test_masked_loss_against_hand_computation():
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [5.0, 5.0, 5.0]]])
+    targets = torch.tensor([[0, 2, 1]])
+    mask = torch.tensor([[1, 1, 0]])
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 2))
+    ce1 = -math.log(1 / (math.e + 2))
+    assert masked_lm_loss(logits, targets, mask).item() == pytest.approx((ce0 + ce1) / 2, abs=1e-6)
+    assert masked_lm_loss(logits, targets, torch.zeros_like(mask)).item() == 0.0  # no NaN on all-pad
+
+
+def collect(events):
+    return lambda e: events.append(e)
+
+
+def test_run_records_and_classic_weights(tmp_path):
+    events = []
+    ended = Trainer(tiny_config(tmp_path), observers=[collect(events)]).run()
+    assert ended.status == "finished" and ended.global_step == 12  # 12 docs / batch 2 x 2 epochs
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "RunStarted" and kinds[-1] == "RunEnded"
+    steps = [e for e in events if isinstance(e, StepLogged)]
+    assert [s.step for s in steps] == [1, 2, 3, 4, 5, 6] * 2 and steps[-1].global_step == 12
+    assert steps[-1].lr == pytest.approx(5e-5) and all(s.tokens > 0 and s.grad_norm > 0 for s in steps)
+    saved = [e for e in events if isinstance(e, CheckpointSaved) and e.kind == "weights"]
+    assert [e.global_step for e in saved] == [2, 4, 6, 8, 10, 12]
+    path = weights_path(tmp_path / "out", "minimind_pretrain", 32, False)
+    assert saved[0].path == str(path) and path.name == "minimind_pretrain_32.pth"
+    state = load_weights(path)
+    assert all(v.dtype == torch.float16 for v in state.values())
+    model = MiniMindLM(tiny_config(tmp_path).model)
+    assert set(state) == set(model.state_dict())
+    model.load_state_dict(state, strict=True)
+
+    store = RunStore(ended.run_dir)
+    assert store.read_config()["model"]["dim"] == 32 and store.read_config()["run"]["world_size"] == 1
+    assert [m["loss"] for m in store.read_metrics()] == [s.loss for s in steps]
+    assert store.read_status()["state"] == "finished" and store.state() == "finished"
+    summary = RunSummary.of(store)
+    assert summary.global_step == 12 and summary.best_loss == min(s.loss for s in steps)
+    assert [e["event"] for e in store.read_events()][0] == "RunStarted"
+
+
+def test_moe_weights_name(tmp_path):
+    ended = Trainer(tiny_config(tmp_path, use_moe=True, epochs=1, save_interval=6)).run()
+    assert ended.status == "finished"
+    assert (tmp_path / "out" / "minimind_pretrain_32_moe.pth").is_file()
+
+
+def manual_training(config, windows):
+    """A plain reference loop: each optimizer step averages its micro-batches' losses."""
+    from minimind.data import PretrainDataset
+    from minimind.tokenizer import load_tokenizer
+
+    torch.manual_seed(config.train.seed)
+    model = MiniMindLM(config.model)
+    ds = PretrainDataset(config.train.data_path, load_tokenizer(), config.model.max_seq_len)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate)
+    bs, iters = config.train.batch_size, math.ceil(len(ds) / config.train.batch_size)
+    total = config.train.epochs * iters
+    for epoch in range(config.train.epochs):
+        step = 0
+        for window in windows:
+            for _ in range(window):
+                step += 1
+                batch = [ds[i] for i in range((step - 1) * bs, min(step * bs, len(ds)))]
+                X, Y, M = (torch.stack(t) for t in zip(*batch))
+                out = model(X)
+                (masked_lm_loss(out.logits, Y, M) / window).backward()
+            for g in opt.param_groups:
+                g["lr"] = get_lr(epoch * iters + step, total, config.train.learning_rate)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return model
+
+
+def test_gradient_accumulation_boundaries(tmp_path):
+    # 7 micro-batches per epoch, accumulation 3: optimizer steps after micro-batches 3, 6 and 7
+    config = tiny_config(tmp_path, batch_size=1, accumulation_steps=3, save_interval=0)
+    config = config.replace(data_path=config.train.data_path)
+    lines = open(config.train.data_path, encoding="utf-8").read().splitlines()[:7]
+    open(config.train.data_path, "w", encoding="utf-8").write("\n".join(lines) + "\n")
+    events = []
+    trainer = Trainer(config, observers=[collect(events)])
+    trainer.run()
+    logged = [(s.epoch, s.step) for s in events if isinstance(s, StepLogged)]
+    assert logged == [(1, 3), (1, 6), (1, 7), (2, 3), (2, 6), (2, 7)]
+    reference = manual_training(config, windows=[3, 3, 1])
+    for (name, ours), theirs in zip(trainer.model.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(ours, theirs, atol=1e-6), name
+
+
+def test_log_interval_logs_window_means(tmp_path):
+    events = []
+    Trainer(tiny_config(tmp_path, log_interval=4, save_interval=0), observers=[collect(events)]).run()
+    assert [s.step for s in events if isinstance(s, StepLogged)] == [4, 6, 4, 6]  # every 4 and each epoch's last
+
+
+def stop_at(control, global_step):
+    def observer(e):
+        if isinstance(e, StepLogged) and e.global_step == global_step:
+            control.stop("test")
+    return observer
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(shuffle=True, dropout=0.1, accumulation_steps=2)])
+def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path, overrides):
+    config = tiny_config(tmp_path, epochs=3, **overrides)
+    full_events = []
+    full = Trainer(config, observers=[collect(full_events)])
+    full.run()
+
+    control = RunControl()
+    first_events = []
+    first = Trainer(config, control=control, observers=[collect(first_events), stop_at(control, 8)])
+    ended = first.run()
+    assert ended.status == "stopped" and ended.resumable and ended.global_step == 8
+    assert RunStore(ended.run_dir).read_status()["state"] == "stopped"
+
+    second_events = []
+    second = Trainer(resume=ended.run_dir, observers=[collect(second_events)])
+    assert second.run().status == "finished"
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    losses = lambda evs: [(e.global_step, e.loss) for e in evs if isinstance(e, StepLogged)]
+    assert losses(first_events) + losses(second_events) == losses(full_events)
+    assert [(m["global_step"], m["loss"]) for m in RunStore(ended.run_dir).read_metrics()] == losses(full_events)
+    started = [e for e in second_events if isinstance(e, RunStarted)][0]
+    assert started.start_step == 8 and any("resumed" in n for n in started.notes)
+
+
+def test_resume_drops_metrics_logged_after_the_saved_state(tmp_path):
+    config = tiny_config(tmp_path, epochs=1)
+    control = RunControl()
+    ended = Trainer(config, control=control, observers=[stop_at(control, 4)]).run()
+    store = RunStore(ended.run_dir)
+    # simulate a crash: a later metric line was logged but its state never saved, plus a torn line
+    with open(store.metrics_path, "a") as f:
+        f.write('{"global_step": 5, "loss": 1.0}\n{"global_st')
+    Trainer(resume=ended.run_dir).run()
+    assert [m["global_step"] for m in store.read_metrics()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_changed_math_and_foreign_files(tmp_path):
+    control = RunControl()
+    ended = Trainer(tiny_config(tmp_path), control=control, observers=[stop_at(control, 2)]).run()
+    with pytest.raises(CheckpointError, match="--learning_rate differs"):
+        Trainer(resume=ended.run_dir, overrides={"learning_rate": 1e-3}).prepare()
+    Trainer(resume=ended.run_dir, overrides={"log_interval": 3}).prepare()  # harmless changes are fine
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        Trainer(resume=tmp_path).prepare()
+    store = RunStore(ended.run_dir)
+    torch.save({"something": torch.zeros(1)}, store.resume_path)
+    with pytest.raises(CheckpointError, match="not a minimind-tui resume state"):
+        Trainer(resume=ended.run_dir).prepare()
+    store.resume_path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        Trainer(resume=ended.run_dir).prepare()
+
+
+def test_pause_resume_and_save_now_through_the_run_directory(tmp_path):
+    import threading
+    import time
+
+    control = RunControl()
+    events = []
+    trainer = Trainer(tiny_config(tmp_path, epochs=50, save_interval=0), control=control, observers=[collect(events)])
+    trainer.prepare()
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    store = trainer.store
+    wait_for = lambda cond: next((True for _ in range(300) if cond() or time.sleep(0.05)), False)
+    assert wait_for(lambda: any(isinstance(e, StepLogged) for e in events))
+    store.send("pause")
+    assert wait_for(lambda: store.read_status().get("state") == "paused")
+    paused_at = trainer.global_step
+    time.sleep(0.5)
+    assert trainer.global_step == paused_at  # no step while paused
+    store.send("save")
+    assert wait_for(lambda: any(isinstance(e, CheckpointSaved) and e.kind == "weights" for e in events))
+    store.send("resume")
+    assert wait_for(lambda: trainer.global_step > paused_at)
+    store.send("stop")
+    thread.join(30)
+    assert not thread.is_alive()
+    ended = events[-1]
+    assert isinstance(ended, RunEnded) and ended.status == "stopped"
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    assert states == ["paused", "running", "stopping"]
+    assert load_resume_state(store.resume_path)["global_step"] == ended.global_step
+    assert find_resumable(tmp_path / "out").path == store.path
+    assert [s.path for s in list_runs(tmp_path / "out")] == [store.path]
+
+
+def test_nan_loss_pauses_and_never_overwrites_the_good_checkpoint(tmp_path):
+    control = RunControl()
+    events = []
+    config = tiny_config(tmp_path, epochs=3, save_interval=1)
+    trainer = Trainer(config, control=control, observers=[collect(events)])
+    trainer.prepare()
+
+    def poison(e):  # corrupt the weights after step 4's save: the next loss is NaN
+        if isinstance(e, CheckpointSaved) and e.kind == "weights" and e.global_step == 4:
+            with torch.no_grad():
+                trainer.model.tok_embeddings.weight.fill_(float("nan"))
+        if isinstance(e, StateChanged) and e.state == "paused":
+            control.stop("test")
+    trainer.observers.append(poison)
+    good = None
+
+    def remember(e):
+        nonlocal good
+        if isinstance(e, CheckpointSaved) and e.kind == "weights" and e.global_step == 4:
+            good = load_weights(e.path)
+    trainer.observers.insert(0, remember)
+    ended = trainer.run()
+    assert ended.status == "stopped"
+    alerts = [e for e in events if type(e).__name__ == "Alert"]
+    assert alerts and "loss is nan at step 5" in alerts[0].message
+    assert [e.state for e in events if isinstance(e, StateChanged)][0] == "paused"
+    saved_steps = [e.global_step for e in events if isinstance(e, CheckpointSaved)]
+    assert max(saved_steps) == 4  # nothing written after the NaN
+    after = load_weights(weights_path(tmp_path / "out", "minimind_pretrain", 32, False))
+    assert all(torch.equal(after[k], good[k]) for k in good)
+    assert load_resume_state(RunStore(ended.run_dir).resume_path)["global_step"] <= 4
+
+
+def test_data_error_mid_run_fails_cleanly(tmp_path):
+    config = tiny_config(tmp_path, epochs=1)
+    trainer = Trainer(config)
+    trainer.prepare()
+    with open(config.train.data_path, "r+b") as f:  # damage a line after the up-front check
+        f.seek(int(trainer.dataset.texts.starts[7]))
+        f.write(b"XX")
+    ended = trainer.run()
+    assert ended.status == "failed" and ":8: malformed JSON" in ended.error
+    assert RunStore(ended.run_dir).read_status()["state"] == "failed"
