@@ -45,7 +45,7 @@ def config_options() -> list[inspect.Parameter]:
         else:
             decls = [f"--{dashed}"] + ([f"--{spec.name}"] if dashed != spec.name else [])
         default = "empty" if spec.default is None else spec.default
-        help_text = f"{spec.help} [default: {str(default).lower() if spec.type is bool else default}]"
+        help_text = f"{spec.help} (default: {str(default).lower() if spec.type is bool else default})"
         option = typer.Option(None, *decls, help=help_text, rich_help_panel=spec.group, show_default=False)
         params.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=Optional[spec.type]))
@@ -62,6 +62,22 @@ def build_config(config_file: Optional[Path], settings: dict[str, Any]) -> RunCo
     """--config FILE (if any), then the flags on top of it."""
     base = RunConfig.load(config_file) if config_file else RunConfig()
     return base.replace(**settings) if settings else base
+
+
+def command_for(config: RunConfig) -> str:
+    """The `minimind train ...` line that reproduces `config` (only settings that differ from the seed)."""
+    import shlex
+
+    defaults = RunConfig().flat()
+    parts = ["minimind", "train"]
+    for name, value in config.flat().items():
+        if name not in {s.name for s in field_specs()} or value == defaults.get(name):
+            continue
+        if isinstance(value, bool):
+            parts.append(f"--{name}" if value else f"--no_{name}")
+        elif value is not None:
+            parts += [f"--{name}", shlex.quote(str(value))]
+    return " ".join(parts)
 
 
 def _with_options(extra: list[inspect.Parameter]):

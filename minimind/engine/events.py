@@ -89,3 +89,21 @@ class RunEnded(Event):
     run_dir: str
     error: Optional[str] = None
     resumable: bool = False  # an exact-resume state exists to continue from
+
+
+EVENT_TYPES = {cls.__name__: cls for cls in (RunStarted, StepLogged, CheckpointSaved, StateChanged, Alert, RunEnded)}
+
+
+def event_from_record(record: dict) -> Optional[Event]:
+    """The event a run-directory record describes (None for unknown kinds); extra keys are ignored."""
+    cls = EVENT_TYPES.get(record.get("event", ""))
+    if cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in record.items() if k in names}
+    if "notes" in values:
+        values["notes"] = tuple(values["notes"])
+    try:
+        return cls(**values)
+    except TypeError:  # a record from another version missing a field
+        return None

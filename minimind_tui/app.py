@@ -1,0 +1,406 @@
+"""The minimind-tui App: configure, launch, watch, pause and inspect training.
+
+The App owns the training: one Session at a time, run in a thread worker of the App, reporting
+engine events as messages. Sessions are made by a factory so tests can script one.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Callable, Optional
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from minimind.config import RunConfig
+from minimind.engine.atomic import atomic_write_json
+from minimind.engine.events import RunEnded, RunStarted, StateChanged, StepLogged
+from minimind.errors import MiniMindError
+
+from .messages import EngineEvent, SessionDone, SessionFailed
+from .screens.path_dialog import PathScreen
+from .screens.quit_dialog import QuitScreen
+from .screens.run_detail import RunDetailScreen
+from .screens.sample import SampleScreen
+from .screens.text_dialog import TextScreen
+from .sessions import AttachedSession, Session, ThreadSession, launch_new_run, launch_resume
+from .widgets.config_form import ConfigForm
+from .widgets.runs_view import RunsView
+from .widgets.status_bar import StatusBar
+from .widgets.train_view import TrainView
+
+ACTIVE_STATES = ("starting", "running", "paused", "stopping")
+DEVICE_REFRESH_S = 2.0
+NARROW_BELOW = 150  # columns: below this the steps table and the curve stack
+
+
+def default_session_factory(kind: str, config: Optional[RunConfig] = None, run_dir: Optional[Path] = None) -> Session:
+    """kind: "thread" (train here), "process" (a detached minimind train), "resume-thread",
+    "resume-process" or "attach"."""
+    if kind == "thread":
+        return ThreadSession(config)
+    if kind == "process":
+        return launch_new_run(config)
+    if kind == "resume-thread":
+        return ThreadSession(resume=run_dir)
+    if kind == "resume-process":
+        return launch_resume(run_dir)
+    if kind == "attach":
+        return AttachedSession(run_dir, wait_s=5.0)
+    raise ValueError(kind)
+
+
+SessionFactory = Callable[..., Session]
+
+
+class MiniMindApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "minimind-tui"
+    ENABLE_COMMAND_PALETTE = False  # the footer's width is better spent on our keys
+    BINDINGS = [
+        Binding("s", "start", "Start"),
+        Binding("p", "pause_resume", "Pause"),
+        Binding("x", "stop", "Stop"),
+        Binding("c", "save_now", "Save"),
+        Binding("q", "quit", "Quit"),
+        Binding("l", "log_scale", "Log-y"),
+        Binding("e", "smoothing", "Smooth"),
+        Binding("y", "copy_command", "Command"),
+        Binding("w", "save_config", "Save cfg", show=False),
+        Binding("o", "load_config", "Load cfg", show=False),
+        Binding("r", "refresh_runs", "Refresh", show=False),
+        Binding("1", "tab('config')", "Config", show=False),
+        Binding("2", "tab('train')", "Train", show=False),
+        Binding("3", "tab('runs')", "Runs", show=False),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, config: Optional[RunConfig] = None, start: bool = False, attach: Optional[Path] = None,
+                 session_factory: SessionFactory = default_session_factory, launch: str = "thread") -> None:
+        super().__init__()
+        self.initial_config = config or RunConfig()
+        self.start_on_mount = start
+        self.attach_on_mount = attach
+        self.session_factory = session_factory
+        self.initial_launch = launch
+        self.session: Optional[Session] = None
+        self.state = "idle"
+        self.form_config: Optional[RunConfig] = self.initial_config
+        self.run_dir: Optional[Path] = None
+        self.run_device = ""
+        self._quit_after_run: Optional[str] = None  # "exit" or "keep" once the current run has stopped
+
+    # ---- layout ------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status-bar")
+        with TabbedContent(initial="config", id="tabs"):
+            with TabPane("Config", id="config"):
+                yield Static("", id="run-error", classes="form-error")
+                yield ConfigForm(self.initial_config, id="form")
+            with TabPane("Train", id="train"):
+                yield TrainView(id="train-view")
+            with TabPane("Runs", id="runs"):
+                yield RunsView(self.initial_config.train.save_dir, id="runs-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        form = self.query_one(ConfigForm)
+        if self.initial_launch != "thread":
+            form.query_one("#launch-mode").value = self.initial_launch
+        self.form_config, _ = form.validate()
+        self._apply_layout(self.size.width)
+        self.set_interval(DEVICE_REFRESH_S, self._refresh_device_line)
+        if hasattr(signal, "SIGHUP"):  # an SSH drop: stop and save instead of losing the run
+            try:
+                signal.signal(signal.SIGHUP, lambda *_: self.call_later(self._hangup))
+            except ValueError:  # not the main thread (tests)
+                pass
+        if self.attach_on_mount is not None:
+            self._begin(self._make_session("attach", run_dir=self.attach_on_mount))
+        elif self.start_on_mount:
+            self.action_start()
+
+    def on_resize(self, event) -> None:
+        self._apply_layout(event.size.width)
+
+    def _apply_layout(self, width: int) -> None:
+        self.query_one("#live").set_class(width < NARROW_BELOW, "-stacked")
+
+    # ---- state -------------------------------------------------------------------------------
+    def _set_state(self, state: str, run_id: Optional[str] = None, details: Optional[str] = None) -> None:
+        self.state = state
+        if self.return_code is not None:  # exiting: the widgets are going away
+            return
+        attached = self.session is not None and self.session.kind == "attached"
+        self.query_one(StatusBar).show(state=state, run_id=run_id, details=details, attached=attached)
+        self.refresh_bindings()
+
+    @property
+    def active(self) -> bool:
+        return self.session is not None and self.state in ACTIVE_STATES
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "start":
+            return True if not self.active and self.form_config is not None else None
+        if action in ("pause_resume", "stop", "save_now"):
+            return True if self.active and self.state != "stopping" else None
+        return True
+
+    # ---- starting ----------------------------------------------------------------------------
+    def _make_session(self, kind: str, config: Optional[RunConfig] = None, run_dir: Optional[Path] = None):
+        return self.session_factory(kind, config=config, run_dir=run_dir)
+
+    def action_start(self) -> None:
+        if self.active:
+            self.notify("a run is already active: stop it first", severity="warning")
+            return
+        form = self.query_one(ConfigForm)
+        config, error = form.validate()
+        if error is not None or config is None:
+            self.query_one(TabbedContent).active = "config"
+            form.focus_field(error.field) if error and error.field in form.specs else None
+            self.notify(f"cannot start: {error}", severity="error")
+            return
+        try:
+            session = self._make_session(form.launch_mode, config=config)
+        except MiniMindError as e:
+            self._show_failure(str(e))
+            return
+        self._begin(session)
+
+    def _begin(self, session: Session) -> None:
+        self.session = session
+        self.query_one("#run-error", Static).update("")
+        self.query_one(TrainView).reset()
+        self._set_state("starting", run_id="", details="")
+        self.query_one(TabbedContent).active = "train"
+        self._run_session(session)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="session")
+    def _run_session(self, session: Session) -> None:
+        try:
+            session.run(lambda event: self.post_message(EngineEvent(event)))
+        except MiniMindError as e:
+            self.post_message(SessionFailed(str(e)))
+        except Exception as e:  # a bug: say so in one line, keep the app alive
+            self.post_message(SessionFailed(f"internal error {type(e).__name__}: {e}"))
+        finally:
+            self.post_message(SessionDone(session))
+
+    # ---- engine events -----------------------------------------------------------------------
+    def on_engine_event(self, message: EngineEvent) -> None:
+        if self.return_code is not None:
+            return
+        event = message.event
+        self.query_one(TrainView).handle(event)
+        if isinstance(event, RunStarted):
+            self.run_dir = Path(event.run_dir)
+            self.run_device = f"{event.device}, {event.precision}"
+            details = (f"{self.run_device}  {event.n_params / 1e6:.3f}M params  "
+                       f"{Path(event.data_path).name} ({event.n_docs} docs)")
+            self._set_state("running", run_id=event.run_id, details=details)
+        elif isinstance(event, StateChanged):
+            self._set_state(event.state)
+            if event.state == "paused" and event.reason:
+                self.notify(f"paused: {event.reason}", timeout=3)
+        elif isinstance(event, RunEnded):
+            self._set_state(event.status)
+            if event.status == "failed":
+                self.notify(f"run failed: {event.error}", severity="error", timeout=10)
+        elif type(event).__name__ == "Alert":
+            self.notify(event.message, severity="error" if event.level == "error" else "warning", timeout=10)
+        elif isinstance(event, StepLogged) and self.state == "starting":
+            self._set_state("running")
+
+    def on_session_failed(self, message: SessionFailed) -> None:
+        self._show_failure(message.message)
+
+    def _show_failure(self, text: str) -> None:
+        self._set_state("failed")
+        self.query_one("#run-error", Static).update(f"✗ {text}")
+        self.query_one(TabbedContent).active = "config"
+        self.notify(text, severity="error", timeout=10)
+
+    def on_session_done(self, message: SessionDone) -> None:
+        if message.session is not self.session or self.return_code is not None:
+            return
+        if self.state in ACTIVE_STATES:  # the worker ended without a RunEnded (detached, or failed early)
+            self._set_state("idle" if self.state == "starting" else "stopped")
+        self.query_one(RunsView).reload()
+        after, self._quit_after_run = self._quit_after_run, None
+        if after == "keep" and self.run_dir is not None:
+            launch_resume(self.run_dir)
+            self.exit(message=f"training continues in the background: minimind-tui --attach {self.run_dir}")
+        elif after == "exit":
+            self.exit()
+
+    def on_config_form_changed(self, message: ConfigForm.Changed) -> None:
+        self.form_config = message.config
+        self.refresh_bindings()
+
+    # ---- steering ----------------------------------------------------------------------------
+    def action_pause_resume(self) -> None:
+        if not self.active:
+            return
+        if self.state == "paused":
+            self.session.resume()
+        else:
+            self.session.pause()
+            self.notify("pausing after the current step", timeout=2)
+
+    def action_stop(self) -> None:
+        if self.active:
+            self.session.stop()
+            self._set_state("stopping")
+
+    def action_save_now(self) -> None:
+        if self.active:
+            self.session.save()
+            self.notify("saving after the current step", timeout=2)
+
+    def action_log_scale(self) -> None:
+        self.query_one("#curve").toggle_log_scale()
+
+    def action_smoothing(self) -> None:
+        self.query_one("#curve").toggle_smoothing()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "runs":
+            self.query_one(RunsView).reload()
+            self.call_after_refresh(self.query_one("#runs-table").focus)
+
+    def action_refresh_runs(self) -> None:
+        self.query_one(RunsView).reload()
+
+    def _refresh_device_line(self) -> None:
+        if not self.run_device:
+            return
+        from minimind.engine.run_store import RunStore
+
+        memory = ""
+        if self.session is not None and self.session.kind == "thread":
+            import torch
+
+            from minimind.engine.environment import memory_in_use
+
+            device = getattr(getattr(self.session, "trainer", None), "precision", None)
+            memory = memory_in_use(device.device if device else torch.device("cpu"))
+        elif self.run_dir is not None:
+            memory = _process_memory(RunStore(self.run_dir).read_status().get("pid"))
+        self.query_one(TrainView).show_device(f"device {self.run_device}" + (f"  ·  memory {memory}" if memory else ""))
+
+    # ---- config file and command line ----------------------------------------------------------
+    def action_copy_command(self) -> None:
+        from minimind.cli import command_for
+
+        if self.form_config is None:
+            self.notify("fix the form first", severity="error")
+            return
+        command = command_for(self.form_config)
+        self.copy_to_clipboard(command)
+        self.push_screen(TextScreen("The same run, headless:", command,
+                                    "also copied to the clipboard (terminals with OSC 52 support)"))
+
+    def action_save_config(self) -> None:
+        if self.form_config is None:
+            self.notify("fix the form first", severity="error")
+            return
+
+        def save(path: Optional[str]) -> None:
+            if path:
+                try:
+                    atomic_write_json(path, self.form_config.to_dict())
+                    self.notify(f"config saved to {path}")
+                except OSError as e:
+                    self.notify(f"cannot write {path}: {e.strerror}", severity="error")
+
+        self.push_screen(PathScreen("Save the config as", "minimind_config.json", "Save"), save)
+
+    def action_load_config(self) -> None:
+        def load(path: Optional[str]) -> None:
+            if path:
+                try:
+                    self.query_one(ConfigForm).set_config(RunConfig.load(path))
+                    self.notify(f"config loaded from {path}")
+                except MiniMindError as e:
+                    self.notify(str(e), severity="error", timeout=8)
+
+        self.push_screen(PathScreen("Load a config from", "minimind_config.json", "Load"), load)
+
+    # ---- runs --------------------------------------------------------------------------------
+    def on_runs_view_open(self, message: RunsView.Open) -> None:
+        save_dir = self.form_config.train.save_dir if self.form_config else self.initial_config.train.save_dir
+
+        def act(result) -> None:
+            if not result:
+                return
+            what, path = result
+            if what == "sample":
+                self.push_screen(SampleScreen(path))
+            elif self.active:
+                self.notify("a run is already active: stop it first", severity="warning")
+            elif what == "attach":
+                self._begin(self._make_session("attach", run_dir=path))
+            elif what == "resume":
+                mode = self.query_one(ConfigForm).launch_mode
+                self._begin(self._make_session(f"resume-{mode}", run_dir=path))
+
+        self.push_screen(RunDetailScreen(message.path, save_dir), act)
+
+    # ---- quitting ----------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        if not self.active:
+            self.exit()
+            return
+
+        def decide(choice: str) -> None:
+            if choice == "cancel":
+                return
+            attached = self.session.kind == "attached"
+            if choice == "keep" and attached:
+                self.session.detach()
+                self.exit()
+                return
+            self._quit_after_run = "keep" if choice == "keep" else "exit"
+            self.session.stop()
+            self._set_state("stopping")
+            if attached:  # the other process stops on its own; stop following it now
+                self.session.detach()
+                self.notify("asked the run to stop; it saves its resume state", timeout=3)
+
+        self.push_screen(QuitScreen(attached=self.session.kind == "attached"), decide)
+
+    def _hangup(self) -> None:
+        if self.active and self.session.kind != "attached":
+            self._quit_after_run = "exit"
+            self.session.stop()
+        else:
+            self.exit()
+
+    def on_unmount(self) -> None:
+        # Never leave a training thread behind: it would keep the process alive after the UI is gone.
+        if self.session is not None and self.state in ACTIVE_STATES:
+            if self.session.kind == "attached":
+                self.session.detach()
+            else:
+                self.session.stop()
+
+
+def _process_memory(pid) -> str:
+    try:
+        import psutil
+
+        return f"{psutil.Process(int(pid)).memory_info().rss / 2**30:.2f} GiB RSS (pid {pid})"
+    except Exception:  # another host, or the process is gone
+        return ""
+
+
+def make_app(config: Optional[RunConfig] = None, **kwargs) -> MiniMindApp:
+    """The app as the CLI and the tests build it."""
+    return MiniMindApp(config=config, **kwargs)

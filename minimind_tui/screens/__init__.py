@@ -1,0 +1,1 @@
+"""Dialogs and detail screens, one per module."""

@@ -1,0 +1,95 @@
+"""Sample text from a run's weights (the same code path as `minimind generate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from minimind.errors import MiniMindError
+
+from ..messages import SampleText
+
+
+class SampleScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape", "dismiss", "Back")]
+
+    def __init__(self, source: Path) -> None:
+        super().__init__()
+        self.source = source
+        self.text = ""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog full"):
+            yield Static(f"sample from {self.source}", classes="dialog-title")
+            with Horizontal(classes="field-row"):
+                yield Label("prompt", classes="field-name")
+                yield Input("", placeholder="text to continue", id="prompt")
+            with Horizontal(classes="field-row"):
+                yield Label("max new tokens", classes="field-name")
+                yield Input("100", id="max-new-tokens", classes="short")
+                yield Label("temperature", classes="field-name")
+                yield Input("0.75", id="temperature", classes="short")
+                yield Label("top-p", classes="field-name")
+                yield Input("0.9", id="top-p", classes="short")
+            yield Static("", id="sample-output")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Generate", id="generate", variant="primary")
+                yield Button("Back", id="back")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "back":
+            self.dismiss(None)
+        else:
+            self._start()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        output = self.query_one("#sample-output", Static)
+        try:
+            max_new = int(self.query_one("#max-new-tokens", Input).value)
+            temperature = float(self.query_one("#temperature", Input).value)
+            top_p = float(self.query_one("#top-p", Input).value)
+            if max_new < 1 or temperature < 0 or not 0 < top_p <= 1:
+                raise ValueError
+        except ValueError:
+            output.update("✗ max new tokens must be >= 1, temperature >= 0 and top-p in (0, 1]")
+            return
+        self.text = self.query_one("#prompt", Input).value
+        output.update(self.text + " …")
+        self.query_one("#generate", Button).disabled = True
+        self._generate(self.text, max_new, temperature, top_p)
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def _generate(self, prompt: str, max_new: int, temperature: float, top_p: float) -> None:
+        from minimind.inference import load_model, stream_text
+        from minimind.tokenizer import load_tokenizer
+
+        try:
+            model, run_config = load_model(self.source)
+            tok = load_tokenizer(run_config.train.tokenizer if run_config else None)
+            for piece in stream_text(model, tok, prompt, max_new, temperature, top_p):
+                self.post_message(SampleText(piece))
+        except MiniMindError as e:
+            self.post_message(SampleText(error=str(e)))
+        self.post_message(SampleText(done=True))
+
+    def on_sample_text(self, message: SampleText) -> None:
+        output = self.query_one("#sample-output", Static)
+        if message.error:
+            output.update(f"✗ {message.error}")
+        else:
+            self.text += message.text
+            output.update(self.text + ("" if message.done else " …"))
+        if message.done:
+            self.query_one("#generate", Button).disabled = False

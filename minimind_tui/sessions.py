@@ -1,0 +1,195 @@
+"""Sessions: the one way the app drives a run, wherever the run lives.
+
+- ThreadSession: a Trainer in a thread of this process (the app's worker).
+- AttachedSession: a run in another process (`minimind train` in tmux or nohup, a run this app
+  launched detached, a torchrun job), followed through its run directory and steered through its
+  control/ folder.
+
+Both expose run(emit) (blocking: call it from a worker thread; it calls emit(event) for every
+engine event) and pause / resume / stop / save. No Textual here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from minimind.config import RunConfig
+from minimind.engine.atomic import atomic_write_json
+from minimind.engine.control import RunControl
+from minimind.engine.events import Event, RunEnded
+from minimind.engine.run_store import RUNS_DIR, RunStore
+from minimind.engine.watch import RunTail
+from minimind.errors import MiniMindError
+
+Emit = Callable[[Event], None]
+POLL_S = 0.25
+
+
+class Session:
+    """What the app needs from a run."""
+
+    kind = "thread"
+    run_dir: Optional[Path] = None
+
+    def run(self, emit: Emit) -> None:
+        raise NotImplementedError
+
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def stop(self) -> None: ...
+    def save(self) -> None: ...
+
+    def detach(self) -> None:
+        """Stop following the run without affecting it (only meaningful for attached runs)."""
+
+
+class ThreadSession(Session):
+    """A new run, or the exact resume of one, trained in this process."""
+
+    kind = "thread"
+
+    def __init__(self, config: Optional[RunConfig] = None, resume: Optional[str | os.PathLike] = None,
+                 overrides: Optional[dict] = None):
+        from minimind.engine.trainer import Trainer  # torch loads only when a run starts
+
+        self.control = RunControl()
+        self.trainer = Trainer(config, control=self.control, resume=resume, overrides=overrides)
+
+    def run(self, emit: Emit) -> None:
+        self.trainer.prepare()  # MiniMindError here: bad input, reported before any work
+        self.run_dir = self.trainer.store.path
+        self.trainer.observers.append(emit)
+        self.trainer.run()
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def stop(self) -> None:
+        self.control.stop("stop requested in the app")
+
+    def save(self) -> None:
+        self.control.save_now()
+
+
+class AttachedSession(Session):
+    """A run in another process, followed through its run directory."""
+
+    kind = "attached"
+
+    def __init__(self, run_dir: str | os.PathLike, process: Optional[subprocess.Popen] = None,
+                 log_path: Optional[Path] = None, wait_s: float = 120.0):
+        self.run_dir = Path(run_dir)
+        self.process = process  # set when this app launched it
+        self.log_path = log_path
+        self.wait_s = wait_s
+        self._detached = False
+        self._store: Optional[RunStore] = None
+
+    def run(self, emit: Emit) -> None:
+        store = self._wait_for_run()
+        if store is None:
+            return
+        tail = RunTail(store)
+        while not self._detached:
+            for event in tail.poll():
+                emit(event)
+            if tail.ended is not None:
+                return
+            time.sleep(POLL_S)
+
+    def _wait_for_run(self) -> Optional[RunStore]:
+        """The run's store once its directory exists; a launched process that dies first is an error."""
+        deadline = time.time() + self.wait_s
+        while not self._started():
+            if self._detached:
+                return None
+            if self.process is not None and self.process.poll() is not None:
+                raise MiniMindError(self._launch_error())
+            if time.time() > deadline:
+                raise MiniMindError(f"{self.run_dir} did not appear within {self.wait_s:.0f} s: "
+                                    f"see {self.log_path or 'the training process output'}")
+            time.sleep(POLL_S)
+        self._store = RunStore.open(self.run_dir)
+        return self._store
+
+    def _started(self) -> bool:
+        if not (self.run_dir / "config.json").is_file():
+            return False
+        if self.process is None:
+            return True
+        # A launched resume reuses an existing directory: wait until our process has taken it over.
+        return RunStore(self.run_dir).read_status().get("pid") == self.process.pid
+
+    def _launch_error(self) -> str:
+        lines = []
+        if self.log_path and self.log_path.is_file():
+            lines = [l for l in self.log_path.read_text(errors="replace").splitlines() if l.strip()]
+        errors = [l.removeprefix("error: ") for l in lines if l.startswith("error:")]
+        return errors[-1] if errors else (lines[-1] if lines else "the training process exited before starting")
+
+    def _send(self, command: str) -> None:
+        store = self._store or RunStore.open(self.run_dir)
+        store.send(command)
+
+    def pause(self) -> None:
+        self._send("pause")
+
+    def resume(self) -> None:
+        self._send("resume")
+
+    def stop(self) -> None:
+        self._send("stop")
+
+    def save(self) -> None:
+        self._send("save")
+
+    def detach(self) -> None:
+        self._detached = True
+
+
+def unique_run_name(save_dir: str | os.PathLike, base: Optional[str] = None) -> str:
+    base = base or time.strftime("%Y%m%d-%H%M%S")
+    runs = Path(save_dir) / RUNS_DIR
+    name, n = base, 1
+    while (runs / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def launch_detached(args: list[str], save_dir: str | os.PathLike, run_name: str) -> AttachedSession:
+    """Start `python -m minimind <args>` in its own session (it survives this app and SSH drops)."""
+    logs = Path(save_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{run_name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "minimind", *args], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return AttachedSession(Path(save_dir) / RUNS_DIR / run_name, process=process, log_path=log_path)
+
+
+def launch_new_run(config: RunConfig) -> AttachedSession:
+    """A new run of `config` in a detached `minimind train` process."""
+    save_dir = config.train.save_dir
+    name = unique_run_name(save_dir, config.train.run_name)
+    fd, path = tempfile.mkstemp(prefix="minimind-config-", suffix=".json")
+    os.close(fd)
+    atomic_write_json(path, config.replace(run_name=name).to_dict())
+    return launch_detached(["train", "--config", path], save_dir, name)
+
+
+def launch_resume(run_dir: str | os.PathLike) -> AttachedSession:
+    """Continue a stopped run exactly, in a detached process."""
+    run_dir = Path(run_dir)
+    save_dir = run_dir.parent.parent
+    return launch_detached(["train", "--resume", str(run_dir)], save_dir, run_dir.name)

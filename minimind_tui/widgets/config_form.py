@@ -1,0 +1,138 @@
+"""The args form, generated from minimind.config (the same specs as the CLI flags)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
+
+from minimind.config import GROUPS, FieldSpec, RunConfig, field_specs, parse_value
+from minimind.errors import ConfigError
+
+GROUP_TITLES = {
+    "model": "Model", "moe": "Mixture of experts", "data": "Data", "optimisation": "Optimisation",
+    "precision": "Device and precision", "checkpoints": "Checkpoints", "run": "Run",
+}
+LAUNCH_MODES = [("in this app (a thread)", "thread"),
+                ("background process (survives closing the app or an SSH drop)", "process")]
+
+
+class ConfigForm(VerticalScroll):
+    """Typed inputs grouped as the config is, help beside each, errors inline."""
+
+    class Changed(Message):
+        def __init__(self, config: Optional[RunConfig], error: Optional[ConfigError]) -> None:
+            super().__init__()
+            self.config, self.error = config, error
+
+    def __init__(self, initial: RunConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.specs = {s.name: s for s in field_specs()}
+        self.initial = initial
+        self.config: Optional[RunConfig] = initial
+        self.error: Optional[ConfigError] = None
+        self._ready = False  # widgets report their initial values once mounted: ignore those
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._settle)
+
+    def _settle(self) -> None:
+        self._ready = True
+        self._changed()
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="form-error", classes="form-error")
+        values = self.initial.flat()
+        for group in GROUPS:
+            specs = [s for s in self.specs.values() if s.group == group]
+            with Collapsible(title=GROUP_TITLES[group], collapsed=group == "moe", id=f"group-{group}"):
+                for spec in specs:
+                    with Horizontal(classes="field-row"):
+                        yield Label(spec.name, classes="field-name")
+                        yield self._editor(spec, values[spec.name])
+                        yield Static(spec.help, classes="field-help")
+                    yield Static("", id=f"error-{spec.name}", classes="field-error")
+                if group == "run":
+                    with Horizontal(classes="field-row"):
+                        yield Label("launch", classes="field-name")
+                        yield Select(LAUNCH_MODES, value="thread", allow_blank=False, id="launch-mode",
+                                     classes="field-input", compact=True)
+                        yield Static("where the training runs", classes="field-help")
+
+    def _editor(self, spec: FieldSpec, value):
+        wid = f"field-{spec.name}"
+        if spec.type is bool:
+            return Checkbox("", value=bool(value), id=wid, classes="field-input", compact=True)
+        if spec.choices:
+            return Select([(c, c) for c in spec.choices], value=value, allow_blank=False, id=wid,
+                          classes="field-input", compact=True)
+        return Input("" if value is None else str(value), id=wid, classes="field-input", compact=True)
+
+    @property
+    def launch_mode(self) -> str:
+        return str(self.query_one("#launch-mode", Select).value)
+
+    # ---- reading and validating --------------------------------------------------------------
+    def validate(self) -> tuple[Optional[RunConfig], Optional[ConfigError]]:
+        """Parse every field, then build the RunConfig; show each problem beside its field."""
+        values, errors = {}, {}
+        for name, spec in self.specs.items():
+            widget = self.query_one(f"#field-{name}")
+            try:
+                values[name] = parse_value(spec, widget.value) if isinstance(widget, Input) else widget.value
+            except ConfigError as e:
+                errors[name] = e
+        config = None
+        if not errors:
+            try:
+                config = RunConfig.from_flat(values)
+            except ConfigError as e:
+                errors[e.field] = e
+        for name in self.specs:
+            self.query_one(f"#error-{name}", Static).update(f"  ↳ {errors[name].reason}" if name in errors else "")
+            self.query_one(f"#field-{name}").set_class(name in errors, "-invalid")
+        first = next(iter(errors.values()), None)
+        self.query_one("#form-error", Static).update(f"✗ {first}" if first else "")
+        self.config, self.error = config, first
+        return config, first
+
+    def _changed(self) -> None:
+        if not self._ready:
+            return
+        config, error = self.validate()
+        self.post_message(self.Changed(config, error))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._changed()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        self._changed()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self._changed()
+
+    # ---- filling ----------------------------------------------------------------------------
+    def set_config(self, config: RunConfig) -> None:
+        values = config.flat()
+        with self.prevent(Input.Changed, Checkbox.Changed, Select.Changed):
+            for name in self.specs:
+                widget = self.query_one(f"#field-{name}")
+                value = values[name]
+                if isinstance(widget, Input):
+                    widget.value = "" if value is None else str(value)
+                else:
+                    widget.value = value
+        self._changed()
+
+    def focus_field(self, name: str) -> None:
+        widget = self.query_one(f"#field-{name}")
+        for ancestor in widget.ancestors:
+            if isinstance(ancestor, Collapsible):
+                ancestor.collapsed = False
+        widget.focus()

@@ -1,0 +1,64 @@
+"""The Runs tab: every run recorded under save_dir; Enter opens one."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from minimind.console import format_duration
+from minimind.engine.run_store import RunSummary, list_runs
+
+COLUMNS = [("run", 22), ("state", 9), ("steps", 11), ("last loss", 9), ("best loss", 9), ("duration", 9),
+           ("started", 16)]
+
+
+class RunsView(Vertical):
+    class Open(Message):
+        def __init__(self, path: Path) -> None:
+            super().__init__()
+            self.path = path
+
+    def __init__(self, save_dir: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.save_dir = save_dir
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="runs-title")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        for label, width in COLUMNS:
+            table.add_column(label, width=width, key=label)
+        self.reload()
+
+    def reload(self, save_dir: str | None = None) -> None:
+        if save_dir is not None:
+            self.save_dir = save_dir
+        table = self.query_one("#runs-table", DataTable)
+        selected = table.cursor_row
+        table.clear()
+        stores = list(reversed(list_runs(self.save_dir)))  # newest first
+        for store in stores:
+            s = RunSummary.of(store)
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.started)) if s.started else "-"
+            table.add_row(s.run_id, s.state, f"{s.global_step}/{s.total_steps}", _loss(s.last_loss),
+                          _loss(s.best_loss), format_duration(s.duration), started, key=str(store.path))
+        if stores:
+            table.move_cursor(row=min(selected, len(stores) - 1))
+        self.query_one("#runs-title", Static).update(
+            f"{len(stores)} run(s) under {self.save_dir}/runs  ·  Enter: open  ·  r: refresh" if stores
+            else f"no runs under {self.save_dir}/runs yet")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.post_message(self.Open(Path(event.row_key.value)))
+
+
+def _loss(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"

@@ -1,0 +1,47 @@
+"""The top line: run, state, device/precision, parameters, data. Always visible."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+STATE_STYLES = {
+    "idle": "dim", "starting": "yellow", "running": "bold green", "paused": "bold yellow",
+    "stopping": "yellow", "finished": "bold cyan", "stopped": "bold magenta", "failed": "bold red",
+}
+
+
+class StatusBar(Static):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.state = "idle"
+        self.run_id = ""
+        self.details = ""
+        self.attached = False
+
+    def on_mount(self) -> None:
+        self._render_line()
+
+    def show(self, state: str | None = None, run_id: str | None = None, details: str | None = None,
+             attached: bool | None = None) -> None:
+        if state is not None:
+            self.state = state
+        if run_id is not None:
+            self.run_id = run_id
+        if details is not None:
+            self.details = details
+        if attached is not None:
+            self.attached = attached
+        self._render_line()
+
+    def _render_line(self) -> None:
+        line = Text(" MiniMind ", style="bold reverse")
+        if self.run_id:
+            line.append(f"  run {self.run_id}")
+        line.append("  ")
+        line.append(self.state.upper(), style=STATE_STYLES.get(self.state, "bold"))
+        if self.attached:
+            line.append(" (attached)", style="dim")
+        if self.details:
+            line.append(f"  {self.details}")
+        self.update(line)

@@ -1,0 +1,190 @@
+"""Pilot tests of the app: a scripted engine for states and widgets, and one real training run."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Static
+
+from minimind.engine.events import Alert, CheckpointSaved, RunEnded, RunStarted, StateChanged, StepLogged
+from minimind.errors import MiniMindError
+from minimind_tui.app import make_app
+from minimind_tui.screens.quit_dialog import QuitScreen
+from minimind_tui.widgets.status_bar import StatusBar
+from tests.helpers import tiny_config
+from tests.tui_fakes import Factory, ScriptedSession
+
+SIZE = (100, 30)
+
+
+def started(total=20):
+    return RunStarted(run_id="r1", run_dir="/tmp/none/runs/r1", config={}, n_params=8_915_456, device="cpu (2 threads)",
+                      precision="float32", data_path="toy.jsonl", n_docs=40, iters_per_epoch=10, total_steps=total,
+                      start_step=0)
+
+
+def step(i, loss=5.0):
+    return StepLogged(epoch=1 + (i - 1) // 10, epochs=2, step=(i - 1) % 10 + 1, iters=10, global_step=i, total_steps=20,
+                      loss=loss, logits_loss=loss, aux_loss=0.0, lr=5e-4, grad_norm=1.0, tokens=100, tokens_per_s=1000.0,
+                      positions_per_s=1200.0, step_time=0.1, elapsed=float(i), epoch_eta=1.0, total_eta=2.0)
+
+
+async def wait_for(pilot, cond, timeout=20.0):
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return True
+        await pilot.pause(0.05)
+    return False
+
+
+def status_text(app) -> str:
+    return str(app.query_one(StatusBar).render())
+
+
+def test_scripted_run_states_table_alerts_and_bindings(tmp_path):
+    session = ScriptedSession()
+    factory = Factory(session)
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), session_factory=factory)
+        async with app.run_test(size=SIZE) as pilot:
+            assert app.state == "idle" and app.check_action("start", ()) is True
+            assert app.check_action("pause_resume", ()) is None and app.check_action("stop", ()) is None
+            await pilot.press("s")
+            assert factory.calls[0][0] == "thread" and factory.calls[0][1].model.dim == 32
+            session.push(started())
+            assert await wait_for(pilot, lambda: app.state == "running")
+            assert "RUNNING" in status_text(app) and "8.915M params" in status_text(app)
+            assert app.check_action("start", ()) is None and app.check_action("pause_resume", ()) is True
+            session.push(*[step(i, 6.0 - i * 0.1) for i in range(1, 4)])
+            table = app.query_one("#steps", DataTable)
+            assert await wait_for(pilot, lambda: table.row_count == 3)
+            assert [str(c) for c in table.get_row_at(2)[:3]] == ["1", "3/10", "5.7000"]
+            await pilot.press("p")
+            assert session.commands == ["pause"]
+            session.push(StateChanged("paused", "pause requested"))
+            assert await wait_for(pilot, lambda: app.state == "paused")
+            assert "PAUSED" in status_text(app)
+            await pilot.press("p")
+            await pilot.press("c")
+            assert session.commands == ["pause", "resume", "save"]
+            session.push(StateChanged("running", "resumed"),
+                         CheckpointSaved("weights", "out/minimind_pretrain_512.pth", 3))
+            assert await wait_for(pilot, lambda: "minimind_pretrain_512.pth" in str(app.query_one("#checkpoints").render()))
+            session.push(Alert("loss is nan at step 4: checkpoints are no longer written", level="error"))
+            assert await wait_for(pilot, lambda: "loss is nan" in str(app.query_one("#alert", Static).render()))
+            session.push(RunEnded("finished", 20, 20, "/tmp/none/runs/r1"))
+            assert await wait_for(pilot, lambda: app.state == "finished")
+            assert app.check_action("start", ()) is True and app.check_action("stop", ()) is None
+
+    asyncio.run(scenario())
+
+
+def test_form_validation_blocks_start_and_names_the_field(tmp_path):
+    factory = Factory()
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), session_factory=factory)
+        async with app.run_test(size=SIZE) as pilot:
+            app.query_one("#field-dim").value = "30"
+            await pilot.pause(0.1)
+            assert "dim: 30 is not divisible by n_heads=4" in str(app.query_one("#form-error").render())
+            assert "not divisible" in str(app.query_one("#error-dim").render())
+            assert app.check_action("start", ()) is None
+            await pilot.press("s")
+            assert factory.calls == [] and app.state == "idle"
+            app.query_one("#field-batch_size").value = "two"
+            app.query_one("#field-dim").value = "32"
+            await pilot.pause(0.1)
+            assert "batch_size: 'two' is not a whole number" in str(app.query_one("#form-error").render())
+            app.query_one("#field-batch_size").value = "2"
+            await pilot.pause(0.1)
+            assert str(app.query_one("#form-error").render()) == ""
+            assert app.check_action("start", ()) is True
+
+    asyncio.run(scenario())
+
+
+def test_bad_input_at_start_is_shown_inline_and_the_app_keeps_running(tmp_path):
+    second = ScriptedSession()
+    factory = Factory(ScriptedSession(fail_with=MiniMindError("data file /x.jsonl does not exist: check --data_path")),
+                      second)
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), session_factory=factory)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("s")
+            assert await wait_for(pilot, lambda: app.state == "failed")
+            assert "/x.jsonl does not exist" in str(app.query_one("#run-error").render())
+            assert app.query_one("#tabs").active == "config"
+            await pilot.press("s")  # still alive: a second start is possible
+            assert len(factory.calls) == 2
+            second.push(None)
+
+    asyncio.run(scenario())
+
+
+def test_quit_asks_while_a_run_is_active(tmp_path):
+    session = ScriptedSession()
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), session_factory=Factory(session))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("s")
+            session.push(started())
+            assert await wait_for(pilot, lambda: app.state == "running")
+            await pilot.press("q")
+            assert isinstance(app.screen, QuitScreen)
+            await pilot.click("#cancel")
+            assert not isinstance(app.screen, QuitScreen) and app.state == "running"
+            await pilot.press("q")
+            await pilot.click("#stop")
+            assert session.commands == ["stop"] and app.state == "stopping"
+            session.push(RunEnded("stopped", 5, 20, "/tmp/none/runs/r1", resumable=True))
+            assert await wait_for(pilot, lambda: app.return_code is not None, 10)
+
+    asyncio.run(scenario())
+
+
+def test_copy_as_command_and_config_files(tmp_path):
+    async def scenario():
+        app = make_app(tiny_config(tmp_path, epochs=3), session_factory=Factory())
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("y")
+            text = app.screen.query_one("#dialog-textarea").text
+            assert text.startswith("minimind train ") and "--epochs 3" in text and "--dim 32" in text
+            await pilot.press("escape")
+            path = tmp_path / "saved.json"
+            await pilot.press("w")
+            app.screen.query_one("#path-input").value = str(path)
+            await pilot.press("enter")
+            assert await wait_for(pilot, path.is_file)
+            app.query_one("#field-epochs").value = "9"
+            await pilot.press("o")
+            app.screen.query_one("#path-input").value = str(path)
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: app.query_one("#field-epochs").value == "3")
+
+    asyncio.run(scenario())
+
+
+def test_a_real_training_run_through_the_app(tmp_path):
+    config = tiny_config(tmp_path, epochs=2, save_interval=3)
+
+    async def scenario():
+        app = make_app(config)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("s")
+            assert await wait_for(pilot, lambda: app.state == "finished", 120)
+            await pilot.pause(0.4)  # one table flush
+            table = app.query_one("#steps", DataTable)
+            assert table.row_count == 12
+            assert "finished: 12/12 steps" in str(app.query_one("#progress-line").render())
+            assert "weights" in str(app.query_one("#checkpoints").render())
+            await pilot.press("3")
+            runs = app.query_one("#runs-table", DataTable)
+            assert await wait_for(pilot, lambda: runs.row_count == 1)
+            assert str(runs.get_row_at(0)[1]) == "finished"
+
+    asyncio.run(scenario())
+    assert (Path(config.train.save_dir) / "minimind_pretrain_32.pth").is_file()

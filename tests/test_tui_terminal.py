@@ -1,0 +1,86 @@
+"""The real app in a real terminal: tmux runs minimind-tui, we read the screen as a person would."""
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tests.helpers import tiny_corpus
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+class Terminal:
+    def __init__(self, command: str, cwd, width: int, height: int):
+        self.socket = f"minimind-test-{uuid.uuid4().hex[:8]}"
+        self.tmux(["new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), "-c", str(cwd),
+                   f"{command}; echo EXITED rc=$?; sleep 60"])
+
+    def tmux(self, args):
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30)
+
+    def screen(self) -> str:
+        return self.tmux(["capture-pane", "-p", "-t", "t"]).stdout
+
+    def keys(self, *keys):
+        self.tmux(["send-keys", "-t", "t", *keys])
+
+    def wait_for(self, text: str, timeout: float = 120.0) -> str:
+        end = time.time() + timeout
+        while time.time() < end:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
+
+    def close(self):
+        self.tmux(["kill-server"])
+
+
+def app_command(tmp_path, *extra):
+    args = ["--dim", "32", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "48", "--data_path",
+            str(tiny_corpus(tmp_path)), "--save_dir", "out", "--num_workers", "0", *extra]
+    return shlex.join([sys.executable, "-m", "minimind_tui", *args])
+
+
+def test_train_watch_and_quit_in_a_real_terminal(tmp_path):
+    term = Terminal(app_command(tmp_path, "--epochs", "3", "--start"), tmp_path, 100, 30)
+    try:
+        screen = term.wait_for("FINISHED")
+        assert "MiniMind" in screen and "run " in screen
+        assert "finished: 18/18 steps" in screen
+        for column in ("loss", "logits", "lr", "gnorm", "tok/s"):
+            assert column in screen
+        assert "step" in screen and "checkpoints:" in screen and "device cpu" in screen
+        assert "Pause" in screen and "Quit" in screen  # the footer
+        term.keys("3")
+        screen = term.wait_for("1 run(s) under out/runs")
+        assert "finished" in screen and "18/18" in screen
+        term.keys("q")
+        term.wait_for("EXITED rc=0", 30)
+    finally:
+        term.close()
+
+
+def test_pause_stop_and_the_quit_question_at_80x24(tmp_path):
+    term = Terminal(app_command(tmp_path, "--epochs", "400", "--save_interval", "0", "--start"), tmp_path, 80, 24)
+    try:
+        term.wait_for("RUNNING")
+        term.keys("p")
+        screen = term.wait_for("PAUSED")
+        assert "Config" in screen and "Quit" in screen  # header, tabs and footer all fit
+        term.keys("q")
+        screen = term.wait_for("Stop and save")
+        assert "Keep running" in screen and "Cancel" in screen
+        term.keys("Enter")  # the first button: stop and save
+        term.wait_for("EXITED rc=0", 60)
+    finally:
+        term.close()
+    runs = list((tmp_path / "out" / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "checkpoints" / "resume.pt").is_file()
+    assert '"state": "stopped"' in (runs[0] / "status.json").read_text()
