@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.containers import Horizontal
+from textual.widgets import Button, Footer, Static, TabbedContent, TabPane
 
 from minimind.config import RunConfig
 from minimind.engine.atomic import atomic_write_json
@@ -98,6 +99,11 @@ class MiniMindApp(App):
         yield StatusBar(id="status-bar")
         with TabbedContent(initial="config", id="tabs"):
             with TabPane("Config", id="config"):
+                with Horizontal(id="form-buttons"):
+                    yield Button("Start (s)", id="btn-start", variant="success", compact=True)
+                    yield Button("Command (y)", id="btn-command", compact=True)
+                    yield Button("Save config (w)", id="btn-save", compact=True)
+                    yield Button("Load config (o)", id="btn-load", compact=True)
                 yield Static("", id="run-error", classes="form-error")
                 yield ConfigForm(self.initial_config, id="form")
             with TabPane("Train", id="train"):
@@ -130,12 +136,23 @@ class MiniMindApp(App):
         self.query_one("#live").set_class(width < NARROW_BELOW, "-stacked")
 
     # ---- state -------------------------------------------------------------------------------
+    @property
+    def _closing_down(self) -> bool:
+        """Exiting: the widgets are going away, late messages must not touch them."""
+        if self.return_code is not None or self._exit or self._closing:
+            return True
+        try:
+            return not self.query(StatusBar)  # torn down (Pilot's shutdown does not call exit())
+        except ScreenStackError:
+            return True
+
     def _set_state(self, state: str, run_id: Optional[str] = None, details: Optional[str] = None) -> None:
         self.state = state
-        if self.return_code is not None:  # exiting: the widgets are going away
+        if self._closing_down:
             return
         attached = self.session is not None and self.session.kind == "attached"
         self.query_one(StatusBar).show(state=state, run_id=run_id, details=details, attached=attached)
+        self.query_one("#btn-start", Button).disabled = self.active
         self.refresh_bindings()
 
     @property
@@ -192,7 +209,7 @@ class MiniMindApp(App):
 
     # ---- engine events -----------------------------------------------------------------------
     def on_engine_event(self, message: EngineEvent) -> None:
-        if self.return_code is not None:
+        if self._closing_down:
             return
         event = message.event
         self.query_one(TrainView).handle(event)
@@ -216,7 +233,8 @@ class MiniMindApp(App):
             self._set_state("running")
 
     def on_session_failed(self, message: SessionFailed) -> None:
-        self._show_failure(message.message)
+        if not self._closing_down:
+            self._show_failure(message.message)
 
     def _show_failure(self, text: str) -> None:
         self._set_state("failed")
@@ -225,7 +243,7 @@ class MiniMindApp(App):
         self.notify(text, severity="error", timeout=10)
 
     def on_session_done(self, message: SessionDone) -> None:
-        if message.session is not self.session or self.return_code is not None:
+        if message.session is not self.session or self._closing_down:
             return
         if self.state in ACTIVE_STATES:  # the worker ended without a RunEnded (detached, or failed early)
             self._set_state("idle" if self.state == "starting" else "stopped")
@@ -237,9 +255,16 @@ class MiniMindApp(App):
         elif after == "exit":
             self.exit()
 
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        action = {"btn-start": self.action_start, "btn-command": self.action_copy_command,
+                  "btn-save": self.action_save_config, "btn-load": self.action_load_config}.get(event.button.id)
+        if action:
+            action()
+
     def on_config_form_changed(self, message: ConfigForm.Changed) -> None:
         self.form_config = message.config
-        self.refresh_bindings()
+        if not self._closing_down:
+            self.refresh_bindings()
 
     # ---- steering ----------------------------------------------------------------------------
     def action_pause_resume(self) -> None:
@@ -279,7 +304,7 @@ class MiniMindApp(App):
         self.query_one(RunsView).reload()
 
     def _refresh_device_line(self) -> None:
-        if not self.run_device:
+        if not self.run_device or self._closing_down:
             return
         from minimind.engine.run_store import RunStore
 

@@ -87,20 +87,18 @@ def test_form_validation_blocks_start_and_names_the_field(tmp_path):
         app = make_app(tiny_config(tmp_path), session_factory=factory)
         async with app.run_test(size=SIZE) as pilot:
             app.query_one("#field-dim").value = "30"
-            await pilot.pause(0.1)
+            assert await wait_for(pilot, lambda: app.check_action("start", ()) is None)
             assert "dim: 30 is not divisible by n_heads=4" in str(app.query_one("#form-error").render())
             assert "not divisible" in str(app.query_one("#error-dim").render())
-            assert app.check_action("start", ()) is None
             await pilot.press("s")
             assert factory.calls == [] and app.state == "idle"
             app.query_one("#field-batch_size").value = "two"
             app.query_one("#field-dim").value = "32"
-            await pilot.pause(0.1)
-            assert "batch_size: 'two' is not a whole number" in str(app.query_one("#form-error").render())
+            assert await wait_for(pilot, lambda: "batch_size: 'two' is not a whole number"
+                                  in str(app.query_one("#form-error").render()))
             app.query_one("#field-batch_size").value = "2"
-            await pilot.pause(0.1)
+            assert await wait_for(pilot, lambda: app.check_action("start", ()) is True)
             assert str(app.query_one("#form-error").render()) == ""
-            assert app.check_action("start", ()) is True
 
     asyncio.run(scenario())
 
@@ -188,3 +186,43 @@ def test_a_real_training_run_through_the_app(tmp_path):
 
     asyncio.run(scenario())
     assert (Path(config.train.save_dir) / "minimind_pretrain_32.pth").is_file()
+
+
+def test_attach_to_a_headless_run_and_steer_it(tmp_path):
+    """A run started by `minimind train` elsewhere: watched live, paused, resumed and stopped from the app."""
+    import subprocess
+    import sys
+
+    from minimind.engine.run_store import RunStore
+    from minimind_tui.sessions import AttachedSession
+
+    config = tiny_config(tmp_path, epochs=400, save_interval=0)
+    flags = [f"--{k}={v}" for k, v in config.flat().items()
+             if k in ("dim", "n_layers", "n_heads", "max_seq_len", "epochs", "data_path", "save_dir", "num_workers",
+                      "save_interval")]
+    proc = subprocess.Popen([sys.executable, "-m", "minimind", "train", "--run-name", "elsewhere", *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    run_dir = Path(config.train.save_dir) / "runs" / "elsewhere"
+    store = RunStore(run_dir)
+
+    async def scenario():
+        app = make_app(config, attach=run_dir,
+                       session_factory=lambda kind, config=None, run_dir=None: AttachedSession(run_dir, wait_s=60))
+        async with app.run_test(size=SIZE) as pilot:
+            assert await wait_for(pilot, lambda: app.state == "running", 60)
+            assert "(attached)" in status_text(app)
+            assert await wait_for(pilot, lambda: app.query_one("#steps", DataTable).row_count > 2, 30)
+            await pilot.press("p")
+            assert await wait_for(pilot, lambda: app.state == "paused", 30)
+            assert store.read_status()["state"] == "paused"
+            await pilot.press("p")
+            assert await wait_for(pilot, lambda: app.state == "running", 30)
+            await pilot.press("x")
+            assert await wait_for(pilot, lambda: app.state == "stopped", 30)
+
+    try:
+        asyncio.run(scenario())
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()

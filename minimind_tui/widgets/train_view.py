@@ -78,7 +78,7 @@ class TrainView(Vertical):
                 self.query_one("#alert", Static).update(Text(f"✗ {event.error}", style="bold red"))
 
     def _flush(self) -> None:
-        if not self._pending:
+        if not self._pending or not self.query("#steps"):  # nothing to do, or being torn down
             return
         pending, self._pending = self._pending, []
         table = self.query_one("#steps", DataTable)
@@ -99,4 +99,5 @@ class TrainView(Vertical):
             f"{last.tokens_per_s:,.0f} tok/s")
 
     def show_device(self, line: str) -> None:
-        self.query_one("#device-line", Static).update(line)
+        for widget in self.query("#device-line"):  # absent while the app is torn down
+            widget.update(line)
