@@ -116,6 +116,8 @@ class TrainConfig:
     tokenizer: Optional[str] = _opt(None, "tokenizer folder (empty = the shipped MiniMind-style one)", "data")
     num_workers: int = _opt(1, "DataLoader worker processes (0 = load in the training process)", "data")
     shuffle: bool = _opt(False, "shuffle documents each epoch (seeded; the seed notebook does not)", "data")
+    packing: bool = _opt(False, "concatenate documents (eos-separated) into full rows: no padding waste "
+                         "(MiniMind pads each document)", "data")
     epochs: int = _opt(5, "passes over the corpus", "optimisation")
     batch_size: int = _opt(2, "sequences per micro-batch", "optimisation")
     learning_rate: float = _opt(5e-4, "peak learning rate (cosine decay to lr/10)", "optimisation")
@@ -124,7 +126,10 @@ class TrainConfig:
     warmup_iters: int = _opt(0, "linear warm-up steps before the cosine schedule (0 = none, as MiniMind)", "optimisation")
     seed: int = _opt(42, "random seed, set before the model is built", "optimisation")
     device: str = _opt("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", "precision")
-    dtype: str = _opt("bfloat16", "autocast dtype on CUDA: bfloat16, float16 or float32", "precision", choices=DTYPES)
+    dtype: str = _opt("bfloat16", "autocast dtype: bfloat16 (CUDA, and CPUs with fast bf16), float16 "
+                      "(CUDA) or float32", "precision", choices=DTYPES)
+    compile: bool = _opt(False, "torch.compile the model (pays off on CUDA; on CPU it mostly adds "
+                         "compile time)", "precision")
     save_dir: str = _opt("./output", "where weights and run records go", "checkpoints")
     save_weight: str = _opt("minimind_pretrain", "weights file prefix: {save_weight}_{dim}[_moe].pth", "checkpoints")
     save_interval: int = _opt(1, "save weights every N steps (0 = never)", "checkpoints")

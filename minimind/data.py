@@ -147,19 +147,25 @@ class PretrainDataset(Dataset):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        # When the post-processor adds no tokens (MiniMind's has none), the backend's plain encode
-        # is exactly what the Hugging Face call does, and a lot faster.
-        post = getattr(backend, "post_processor", None)
-        adds_tokens = post is not None and post.num_special_tokens_to_add(False) > 0
-        self._backend = None
-        if backend is not None and not adds_tokens:
-            # A private copy: Hugging Face calls leave truncation/padding settings on the shared one.
-            from tokenizers import Tokenizer
+        self._backend = self.plain_encoder(tokenizer)
 
-            self._backend = Tokenizer.from_str(backend.to_str())
-            self._backend.no_truncation()
-            self._backend.no_padding()
+    @staticmethod
+    def plain_encoder(tokenizer):
+        """The Rust tokenizer behind `tokenizer` when its plain encode is exactly the Hugging Face call
+        (no tokens added by a post-processor, as MiniMind's), else None. A private copy: Hugging Face
+        calls leave truncation/padding settings on the shared one."""
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        post = backend.post_processor
+        if post is not None and post.num_special_tokens_to_add(False) > 0:
+            return None
+        from tokenizers import Tokenizer
+
+        encoder = Tokenizer.from_str(backend.to_str())
+        encoder.no_truncation()
+        encoder.no_padding()
+        return encoder
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -224,3 +230,104 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.size, self.world_size)) - self.start
+
+
+# ---- packing: documents concatenated into full rows ------------------------------------------------
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """Where token caches live: $MINIMIND_CACHE, else $XDG_CACHE_HOME/minimind-tui, else ~/.cache/minimind-tui."""
+    if os.environ.get("MINIMIND_CACHE"):
+        return Path(os.environ["MINIMIND_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "minimind-tui"
+
+
+class TokenCache:
+    """Every document tokenised once (bos + text + eos, no truncation) into one flat memory-mapped
+    array, reused across runs and rebuilt when the corpus file or the tokenizer changes."""
+
+    BATCH = 512  # documents per encode_batch call (the Rust tokenizer parallelises within a batch)
+
+    def __init__(self, texts: JsonlTexts, tokenizer, cache_dir: Optional[Path] = None):
+        self.texts, self.tokenizer = texts, tokenizer
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        stat = texts.path.stat()
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(f"{CACHE_FORMAT}|{texts.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        h.update(tokenizer.backend_tokenizer.to_str().encode() if hasattr(tokenizer, "backend_tokenizer") else
+                 repr(sorted(tokenizer.get_vocab().items())).encode())
+        h.update(f"{tokenizer.bos_token}|{tokenizer.eos_token}".encode())
+        self.key = h.hexdigest()[:16]
+        self.dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.uint32
+        self.path = self.cache_dir / f"{texts.path.stem}-{self.key}.tokens"
+        self.built = False
+
+    def load(self) -> np.ndarray:
+        """The token array, building the cache file first if needed."""
+        if not self.path.is_file():
+            self._build()
+            self.built = True
+        return np.memmap(self.path, dtype=self.dtype, mode="r")
+
+    def _build(self) -> None:
+        from .engine.atomic import atomic_write
+
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create the token cache folder {self.cache_dir} ({e.strerror}): "
+                            "set MINIMIND_CACHE to a writable folder") from None
+        encoder = PretrainDataset.plain_encoder(self.tokenizer)
+        tok = self.tokenizer
+
+        def write(f) -> None:
+            for start in range(0, len(self.texts), self.BATCH):
+                docs = [f"{tok.bos_token}{self.texts.text(i)}{tok.eos_token}"
+                        for i in range(start, min(start + self.BATCH, len(self.texts)))]
+                if encoder is not None:
+                    ids = [e.ids for e in encoder.encode_batch(docs)]
+                else:
+                    ids = tok(docs).input_ids
+                f.write(np.concatenate([np.asarray(x, dtype=self.dtype) for x in ids]).tobytes())
+
+        # Let the Rust tokenizer use every core while building (DataLoader workers fork later,
+        # so parallelism is switched back off afterwards).
+        previous = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"
+        try:
+            atomic_write(self.path, write)
+        finally:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous if previous is not None else "false"
+
+
+class PackedDataset(Dataset):
+    """Rows of max_length tokens cut from the concatenated documents (each ends with eos), no padding.
+
+    Consecutive rows overlap by one token, so every token after the first is a target exactly once;
+    only the final row may be short (padded, its padding masked out).
+    """
+
+    def __init__(self, tokens: np.ndarray, max_length: int, pad_id: int):
+        if max_length < 2:
+            raise DataError(f"max_length must be at least 2, got {max_length}")
+        self.tokens, self.max_length, self.pad_id = tokens, max_length, pad_id
+        self.stride = max_length - 1
+        self.n_targets = max(len(tokens) - 1, 0)
+
+    def __len__(self) -> int:
+        return -(-self.n_targets // self.stride)
+
+    def __getitem__(self, index: int):
+        start = index * self.stride
+        chunk = torch.from_numpy(self.tokens[start:start + self.max_length].astype(np.int64))
+        real = len(chunk) - 1
+        if len(chunk) < self.max_length:
+            chunk = torch.cat([chunk, chunk.new_full((self.max_length - len(chunk),), self.pad_id)])
+        mask = torch.zeros(self.max_length - 1, dtype=torch.long)
+        mask[:real] = 1
+        return chunk[:-1], chunk[1:], mask

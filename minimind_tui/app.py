@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from textual import work
-from textual.app import App, ComposeResult, ScreenStackError
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Footer, Static, TabbedContent, TabPane
@@ -80,7 +80,7 @@ class MiniMindApp(App):
     ]
 
     def __init__(self, config: Optional[RunConfig] = None, start: bool = False, attach: Optional[Path] = None,
-                 session_factory: SessionFactory = default_session_factory, launch: str = "thread") -> None:
+                 session_factory: SessionFactory = default_session_factory, launch: str = "process") -> None:
         super().__init__()
         self.initial_config = config or RunConfig()
         self.start_on_mount = start
@@ -113,9 +113,9 @@ class MiniMindApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._status_bar = self.query_one(StatusBar)
         form = self.query_one(ConfigForm)
-        if self.initial_launch != "thread":
-            form.query_one("#launch-mode").value = self.initial_launch
+        form.query_one("#launch-mode").value = self.initial_launch
         self.form_config, _ = form.validate()
         self._apply_layout(self.size.width)
         self.set_interval(DEVICE_REFRESH_S, self._refresh_device_line)
@@ -141,19 +141,22 @@ class MiniMindApp(App):
         """Exiting: the widgets are going away, late messages must not touch them."""
         if self.return_code is not None or self._exit or self._closing:
             return True
-        try:
-            return not self.query(StatusBar)  # torn down (Pilot's shutdown does not call exit())
-        except ScreenStackError:
-            return True
+        bar = getattr(self, "_status_bar", None)  # Pilot's shutdown tears down without exit()
+        return bar is None or not bar.is_attached
 
     def _set_state(self, state: str, run_id: Optional[str] = None, details: Optional[str] = None) -> None:
         self.state = state
         if self._closing_down:
             return
-        attached = self.session is not None and self.session.kind == "attached"
-        self.query_one(StatusBar).show(state=state, run_id=run_id, details=details, attached=attached)
+        self.query_one(StatusBar).show(state=state, run_id=run_id, details=details, where=self._where())
         self.query_one("#btn-start", Button).disabled = self.active
         self.refresh_bindings()
+
+    def _where(self) -> str:
+        """How the current run relates to this app, for the status bar."""
+        if self.session is None or self.session.kind != "attached":
+            return ""
+        return "background process" if getattr(self.session, "process", None) is not None else "attached"
 
     @property
     def active(self) -> bool:

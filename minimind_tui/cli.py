@@ -21,9 +21,11 @@ EXTRA = [
     inspect.Parameter("attach", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                       default=typer.Option(None, "--attach", help="watch and steer a run started elsewhere "
                                            "(its run directory)", rich_help_panel="app")),
-    inspect.Parameter("detach", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                      default=typer.Option(False, "--detach", help="train in a background process that survives "
-                                           "closing the app or an SSH drop", rich_help_panel="app")),
+    inspect.Parameter("launch", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                      default=typer.Option("process", "--launch", help="where training runs: process (a background "
+                                           "`minimind train` that survives closing the app or an SSH drop, and "
+                                           "costs no throughput) or thread (inside the app)",
+                                           rich_help_panel="app")),
 ]
 
 
@@ -35,6 +37,8 @@ def tui(**values: Any) -> None:
     from .app import make_app
 
     try:
+        if values["launch"] not in ("process", "thread"):
+            fail(f"--launch {values['launch']!r} is not process or thread")
         config = build_config(values.get("config"), given_settings(values))
         attach = values.get("attach")
         if attach is not None:
@@ -42,7 +46,7 @@ def tui(**values: Any) -> None:
     except MiniMindError as e:
         fail(str(e))
     result = make_app(config, start=values["start"], attach=attach,
-                      launch="process" if values["detach"] else "thread").run()
+                      launch=values["launch"]).run()
     if result:
         typer.echo(result)
 

@@ -12,6 +12,12 @@ needs_assets = pytest.mark.skipif(not ASSETS.is_dir(), reason="../shared/minimin
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_token_cache(tmp_path_factory):
+    """Token caches go to a temporary folder, never the user's ~/.cache."""
+    os.environ["MINIMIND_CACHE"] = str(tmp_path_factory.mktemp("token-cache"))
+
+
 @pytest.fixture(scope="session")
 def minimind_tokenizer():
     if not ASSETS.is_dir():

@@ -11,6 +11,7 @@ from minimind.errors import MiniMindError
 from minimind_tui.app import make_app
 from minimind_tui.screens.quit_dialog import QuitScreen
 from minimind_tui.widgets.status_bar import StatusBar
+from minimind_tui.widgets.steps_table import StepsTable
 from tests.helpers import tiny_config
 from tests.tui_fakes import Factory, ScriptedSession
 
@@ -46,7 +47,7 @@ def test_scripted_run_states_table_alerts_and_bindings(tmp_path):
     factory = Factory(session)
 
     async def scenario():
-        app = make_app(tiny_config(tmp_path), session_factory=factory)
+        app = make_app(tiny_config(tmp_path), session_factory=factory, launch="thread")
         async with app.run_test(size=SIZE) as pilot:
             assert app.state == "idle" and app.check_action("start", ()) is True
             assert app.check_action("pause_resume", ()) is None and app.check_action("stop", ()) is None
@@ -57,9 +58,9 @@ def test_scripted_run_states_table_alerts_and_bindings(tmp_path):
             assert "RUNNING" in status_text(app) and "8.915M params" in status_text(app)
             assert app.check_action("start", ()) is None and app.check_action("pause_resume", ()) is True
             session.push(*[step(i, 6.0 - i * 0.1) for i in range(1, 4)])
-            table = app.query_one("#steps", DataTable)
+            table = app.query_one("#steps", StepsTable)
             assert await wait_for(pilot, lambda: table.row_count == 3)
-            assert [str(c) for c in table.get_row_at(2)[:3]] == ["1", "3/10", "5.7000"]
+            assert list(table.rows[2][:3]) == ["1", "3/10", "5.7000"]
             await pilot.press("p")
             assert session.commands == ["pause"]
             session.push(StateChanged("paused", "pause requested"))
@@ -166,17 +167,18 @@ def test_copy_as_command_and_config_files(tmp_path):
     asyncio.run(scenario())
 
 
-def test_a_real_training_run_through_the_app(tmp_path):
+@pytest.mark.parametrize("launch", ["thread", "process"])
+def test_a_real_training_run_through_the_app(tmp_path, launch):
     config = tiny_config(tmp_path, epochs=2, save_interval=3)
 
     async def scenario():
-        app = make_app(config)
+        app = make_app(config, launch=launch)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("s")
             assert await wait_for(pilot, lambda: app.state == "finished", 120)
             await pilot.pause(0.4)  # one table flush
-            table = app.query_one("#steps", DataTable)
-            assert table.row_count == 12
+            table = app.query_one("#steps", StepsTable)
+            assert await wait_for(pilot, lambda: table.row_count == 12)
             assert "finished: 12/12 steps" in str(app.query_one("#progress-line").render())
             assert "weights" in str(app.query_one("#checkpoints").render())
             await pilot.press("3")
@@ -211,7 +213,7 @@ def test_attach_to_a_headless_run_and_steer_it(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             assert await wait_for(pilot, lambda: app.state == "running", 60)
             assert "(attached)" in status_text(app)
-            assert await wait_for(pilot, lambda: app.query_one("#steps", DataTable).row_count > 2, 30)
+            assert await wait_for(pilot, lambda: app.query_one("#steps", StepsTable).row_count > 2, 30)
             await pilot.press("p")
             assert await wait_for(pilot, lambda: app.state == "paused", 30)
             assert store.read_status()["state"] == "paused"

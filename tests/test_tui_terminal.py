@@ -49,7 +49,7 @@ def app_command(tmp_path, *extra):
 
 
 def test_train_watch_and_quit_in_a_real_terminal(tmp_path):
-    term = Terminal(app_command(tmp_path, "--epochs", "3", "--start"), tmp_path, 100, 30)
+    term = Terminal(app_command(tmp_path, "--epochs", "3", "--start", "--launch", "thread"), tmp_path, 100, 30)
     try:
         screen = term.wait_for("FINISHED")
         assert "MiniMind" in screen and "run " in screen
@@ -68,19 +68,24 @@ def test_train_watch_and_quit_in_a_real_terminal(tmp_path):
 
 
 def test_pause_stop_and_the_quit_question_at_80x24(tmp_path):
+    """The default launch: a background process, steered from the app through its run directory."""
     term = Terminal(app_command(tmp_path, "--epochs", "400", "--save_interval", "0", "--start"), tmp_path, 80, 24)
     try:
-        term.wait_for("RUNNING")
+        assert "(background process)" in term.wait_for("RUNNING")
         term.keys("p")
         screen = term.wait_for("PAUSED")
         assert "Config" in screen and "Quit" in screen  # header, tabs and footer all fit
         term.keys("q")
         screen = term.wait_for("Stop and save")
-        assert "Keep running" in screen and "Cancel" in screen
+        assert "Leave it running" in screen and "Cancel" in screen
         term.keys("Enter")  # the first button: stop and save
         term.wait_for("EXITED rc=0", 60)
     finally:
         term.close()
+    for _ in range(100):  # the training process stops on its own, after its current step
+        if '"state": "stopped"' in next((tmp_path / "out" / "runs").iterdir()).joinpath("status.json").read_text():
+            break
+        time.sleep(0.2)
     runs = list((tmp_path / "out" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "checkpoints" / "resume.pt").is_file()
     assert '"state": "stopped"' in (runs[0] / "status.json").read_text()

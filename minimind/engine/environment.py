@@ -62,11 +62,19 @@ def resolve_precision(device_name: str, dtype: str, local_rank: int | None = Non
     if dtype == "float16":
         raise MiniMindError(f"dtype float16 needs CUDA (gradient scaling on {device.type} is not supported): "
                             "use --dtype bfloat16 or --dtype float32")
-    notes = []
     if dtype == "bfloat16":
-        notes.append(f"{device.type}: training in float32, as the seed does without CUDA "
-                     "(bfloat16 autocast applies on CUDA)")
-    return Precision(device, None, False, notes)
+        if device.type == "cpu" and cpu_has_fast_bf16():
+            return Precision(device, torch.bfloat16, False)
+        return Precision(device, None, False, [f"this {device.type} has no fast bfloat16 (avx512_bf16 or AMX): "
+                                               "training in float32"])
+    return Precision(device, None, False)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """bf16 matmuls that beat fp32 on this CPU: x86 with AVX512-BF16 or AMX."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
 def describe_device(device: torch.device) -> str:

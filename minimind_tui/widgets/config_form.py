@@ -16,8 +16,8 @@ GROUP_TITLES = {
     "model": "Model", "moe": "Mixture of experts", "data": "Data", "optimisation": "Optimisation",
     "precision": "Device and precision", "checkpoints": "Checkpoints", "run": "Run",
 }
-LAUNCH_MODES = [("in this app (a thread)", "thread"),
-                ("background process (survives closing the app or an SSH drop)", "process")]
+LAUNCH_MODES = [("background process: survives closing the app or an SSH drop", "process"),
+                ("in this app (a thread): ends with the app", "thread")]
 
 
 class ConfigForm(VerticalScroll):
@@ -58,9 +58,10 @@ class ConfigForm(VerticalScroll):
                 if group == "run":
                     with Horizontal(classes="field-row"):
                         yield Label("launch", classes="field-name")
-                        yield Select(LAUNCH_MODES, value="thread", allow_blank=False, id="launch-mode",
+                        yield Select(LAUNCH_MODES, value="process", allow_blank=False, id="launch-mode",
                                      classes="field-input", compact=True)
-                        yield Static("where the training runs", classes="field-help")
+                        yield Static("where the training runs (a thread shares the CPU and Python's GIL with "
+                                     "the app: a few % slower)", classes="field-help")
 
     def _editor(self, spec: FieldSpec, value):
         wid = f"field-{spec.name}"

@@ -7,7 +7,7 @@ import math
 from textual_plotext import PlotextPlot
 
 EMA_ALPHA = 0.9
-REDRAW_S = 0.5
+REDRAW_S = 1.0  # each redraw costs the UI thread ~10-20 ms on a small CPU: once a second is plenty
 
 
 def ema(values: list[float], alpha: float = EMA_ALPHA) -> list[float]:

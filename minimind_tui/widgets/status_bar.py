@@ -17,21 +17,21 @@ class StatusBar(Static):
         self.state = "idle"
         self.run_id = ""
         self.details = ""
-        self.attached = False
+        self.where = ""
 
     def on_mount(self) -> None:
         self._render_line()
 
     def show(self, state: str | None = None, run_id: str | None = None, details: str | None = None,
-             attached: bool | None = None) -> None:
+             where: str | None = None) -> None:
         if state is not None:
             self.state = state
         if run_id is not None:
             self.run_id = run_id
         if details is not None:
             self.details = details
-        if attached is not None:
-            self.attached = attached
+        if where is not None:
+            self.where = where
         self._render_line()
 
     def _render_line(self) -> None:
@@ -40,8 +40,8 @@ class StatusBar(Static):
             line.append(f"  run {self.run_id}")
         line.append("  ")
         line.append(self.state.upper(), style=STATE_STYLES.get(self.state, "bold"))
-        if self.attached:
-            line.append(" (attached)", style="dim")
+        if self.where:
+            line.append(f" ({self.where})", style="dim")
         if self.details:
             line.append(f"  {self.details}")
         self.update(line)

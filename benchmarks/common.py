@@ -1,0 +1,86 @@
+"""Shared pieces of the benchmarks: interleaved repetitions, medians, peak matmul FLOP/s, and one
+training run measured from its own StepLogged events."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from minimind.config import RunConfig  # noqa: E402
+from minimind.engine.events import StepLogged  # noqa: E402
+from minimind.engine.trainer import Trainer  # noqa: E402
+
+
+def machine() -> str:
+    import platform
+
+    cpu = torch.cpu.get_capabilities().get("cpu_name", platform.processor()) if hasattr(torch.cpu, "get_capabilities") else platform.processor()
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def peak_matmul_flops(dtype: torch.dtype, device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
+    """Best observed FLOP/s of an n x n matmul: the ceiling MFU is measured against."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def interleave(variants: dict[str, Callable[[], dict]], repeats: int) -> dict[str, list[dict]]:
+    """Run every variant once per round, `repeats` rounds: slow drifts of a shared machine hit all alike."""
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    for r in range(repeats):
+        for name, fn in variants.items():
+            results[name].append(fn())
+            print(f"  round {r + 1}/{repeats} {name}: {fmt(results[name][-1])}", flush=True)
+    return results
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def fmt(run: dict) -> str:
+    return f"{run['tokens_per_s']:,.0f} real tok/s, {run['positions_per_s']:,.0f} pos/s, {run['step_time'] * 1000:.0f} ms/step"
+
+
+def measure_trainer(config: RunConfig, steps: int, warmup: int = 2) -> dict:
+    """Steady-state throughput of one Trainer run: `warmup` + `steps` micro-batches, warm-up excluded."""
+    from minimind.engine.control import RunControl
+
+    events: list[StepLogged] = []
+    control = RunControl()
+
+    def observe(e) -> None:
+        if isinstance(e, StepLogged):
+            events.append(e)
+            if len(events) >= warmup + steps:
+                control.stop("benchmark done")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = config.replace(save_dir=tmp, log_interval=1, save_interval=0)
+        Trainer(config, control=control, observers=[observe]).run()
+    steady = events[warmup:]
+    seconds = sum(e.step_time for e in steady)
+    return {"tokens_per_s": sum(e.tokens for e in steady) / seconds,
+            "positions_per_s": sum(e.positions_per_s * e.step_time for e in steady) / seconds,
+            "step_time": seconds / len(steady), "steps": len(steady), "final_loss": events[-1].loss}

@@ -1,0 +1,84 @@
+"""What watching costs: the same training run headless (the console printer) and driven by the TUI,
+with the app's two launch modes: a background process (the default) and a thread of the app.
+
+Both runs train one epoch of the seed model on the toy corpus with the recommended settings and
+record metrics.jsonl; steady-state throughput is read back from it (the first 10 steps, during
+which the app is still building its screens, are excluded from both). The app runs in
+Textual's headless test driver: layout, table updates and plot rebuilds all happen, only the bytes
+to a terminal are skipped. Interleaved rounds, medians.
+
+    python benchmarks/tui_overhead.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import tempfile
+from pathlib import Path
+
+import torch
+
+from common import RunConfig, interleave, machine, median_of
+
+from minimind.console import ConsolePrinter
+from minimind.engine.environment import cpu_has_fast_bf16
+from minimind.engine.run_store import list_runs
+from minimind.engine.trainer import Trainer
+
+
+WARMUP_STEPS = 10
+
+
+def config(save_dir: str) -> RunConfig:
+    dtype = "bfloat16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "float32"
+    return RunConfig().replace(epochs=1, packing=True, num_workers=0, dtype=dtype, save_interval=0, save_dir=save_dir)
+
+
+def throughput(save_dir: str) -> dict:
+    [store] = list_runs(save_dir)
+    steps = store.read_metrics()[WARMUP_STEPS:]
+    seconds = sum(m["step_time"] for m in steps)
+    return {"tokens_per_s": sum(m["tokens"] for m in steps) / seconds, "positions_per_s": 0.0,
+            "step_time": seconds / len(steps)}
+
+
+def headless() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        Trainer(config(tmp), observers=[ConsolePrinter(out=io.StringIO(), err=io.StringIO())]).run()
+        return throughput(tmp)
+
+
+def tui(launch: str) -> dict:
+    from minimind_tui.app import make_app
+
+    async def drive(save_dir: str) -> None:
+        app = make_app(config(save_dir), start=True, launch=launch)
+        async with app.run_test(size=(100, 30)):
+            while app.state not in ("finished", "failed"):
+                await asyncio.sleep(0.5)  # not pilot.pause(): it makes every widget settle, extra work
+            assert app.state == "finished"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(drive(tmp))
+        return throughput(tmp)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    results = interleave({"headless": headless, "tui, process": lambda: tui("process"),
+                          "tui, thread": lambda: tui("thread")}, args.repeats)
+    h = median_of(results["headless"], "tokens_per_s")
+    print(f"\n| run | real tok/s (median of {args.repeats}) | vs headless | overhead |")
+    print("|---|---:|---:|---:|")
+    for name, runs in results.items():
+        t = median_of(runs, "tokens_per_s")
+        print(f"| {name} | {t:,.0f} | {t / h:.3f} | {1 - t / h:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
