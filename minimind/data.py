@@ -259,8 +259,7 @@ class TokenCache:
 
         h = hashlib.sha256()
         h.update(f"{CACHE_FORMAT}|{texts.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        h.update(tokenizer.backend_tokenizer.to_str().encode() if hasattr(tokenizer, "backend_tokenizer") else
-                 repr(sorted(tokenizer.get_vocab().items())).encode())
+        h.update(_fingerprint(tokenizer).encode())
         h.update(f"{tokenizer.bos_token}|{tokenizer.eos_token}".encode())
         self.key = h.hexdigest()[:16]
         self.dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.uint32
@@ -303,6 +302,20 @@ class TokenCache:
             atomic_write(self.path, write)
         finally:
             os.environ["TOKENIZERS_PARALLELISM"] = previous if previous is not None else "false"
+
+
+def _fingerprint(tokenizer) -> str:
+    """What identifies a tokenizer's output: its Rust definition without the truncation/padding
+    state that Hugging Face calls leave on it."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return repr(sorted(tokenizer.get_vocab().items()))
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(backend.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy.to_str()
 
 
 class PackedDataset(Dataset):
