@@ -107,8 +107,17 @@ def train(**values: Any) -> None:
     from .engine.run_store import find_resumable
     from .engine.trainer import Trainer
 
+    from .engine.distributed import current_world, torchrun_argv
+
     settings = given_settings(values)
+    world = current_world()
     try:
+        if not world.distributed and _requested_nproc(values, settings) > 1:
+            import subprocess
+
+            nproc = _requested_nproc(values, settings)
+            # torchrun starts the processes; each of them runs this same command and finds WORLD_SIZE set.
+            raise typer.Exit(subprocess.run(torchrun_argv(nproc, _without_nproc(sys.argv[1:]))).returncode)
         resume = values.get("resume")
         if resume:
             if values.get("config"):
@@ -126,7 +135,8 @@ def train(**values: Any) -> None:
         trainer.prepare()
     except MiniMindError as e:
         fail(str(e))
-    trainer.observers.append(ConsolePrinter())
+    if world.is_main:  # rank 0 alone prints
+        trainer.observers.append(ConsolePrinter())
     previous = _stop_on_signals(trainer.control)
     try:
         ended = trainer.run()
@@ -135,6 +145,27 @@ def train(**values: Any) -> None:
             signal.signal(signum, handler)
     if ended.status == "failed":
         raise typer.Exit(EXIT_FAILED)
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The command line minus --nproc N (torchrun would take it for its own --nproc-per-node)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _requested_nproc(values: dict, settings: dict) -> int:
+    if "nproc" in settings:
+        return settings["nproc"]
+    if values.get("config") and not values.get("resume"):
+        return RunConfig.load(values["config"]).train.nproc
+    return 1
 
 
 def _stop_on_signals(control) -> dict:
@@ -302,6 +333,58 @@ def generate(source: Path = typer.Argument(..., help="a run directory or a weigh
     for piece in stream_text(model, tok, prompt, max_new_tokens, temperature, top_p, repetition_penalty, seed):
         typer.echo(piece, nl=False)
     typer.echo("")
+
+
+@app.command()
+def convert(source: Path = typer.Argument(..., help="weights file (.pth or .safetensors), classic or MiniMind2"),
+            out: Path = typer.Argument(..., help="output file: .pth or .safetensors"),
+            to: str = typer.Option(..., "--to", help="classic or minimind2"),
+            n_heads: int = typer.Option(8, "--n-heads", "--n_heads", help="attention heads (RoPE works per head)")) -> None:
+    """Convert weights between MiniMind classic and MiniMind2 (Hugging Face style keys, rotate-half RoPE)."""
+    from .interop import classic_to_minimind2, detect_layout, load_state, save_state, to_classic
+
+    if to not in ("classic", "minimind2"):
+        fail(f"--to {to!r} is not classic or minimind2")
+    try:
+        state = load_state(source)
+        layout = detect_layout(state)
+        classic = to_classic(state, n_heads)
+        dim = classic["tok_embeddings.weight"].shape[1]
+        if dim % n_heads:
+            fail(f"dim {dim} is not divisible by --n-heads {n_heads}: pass the model's head count")
+        result = classic if to == "classic" else classic_to_minimind2(classic, dim // n_heads)
+        save_state(result, out)
+    except MiniMindError as e:
+        fail(str(e))
+    typer.echo(f"{source} ({layout}) -> {out} ({to}, {len(result)} tensors)")
+
+
+@app.command()
+def export(source: Path = typer.Argument(..., help="a run directory, or a classic/MiniMind2 weights file"),
+           out_dir: Path = typer.Argument(..., help="folder to write the checkpoint into"),
+           format: str = typer.Option("hf", "--format", help="hf: a Hugging Face Llama checkpoint"),
+           n_heads: int = typer.Option(8, "--n-heads", "--n_heads", help="heads, for a bare weights file"),
+           tokenizer: Optional[str] = typer.Option(None, help="tokenizer folder (default: the run's, else shipped)")) -> None:
+    """Export a dense model as a Hugging Face Llama checkpoint (config.json, model.safetensors, tokenizer)."""
+    from .inference import infer_config, load_run_weights
+    from .interop import export_hf, load_state, to_classic
+    from .tokenizer import SHIPPED_DIR, load_tokenizer
+
+    if format != "hf":
+        fail(f"--format {format!r} is not supported: use hf")
+    try:
+        if source.is_dir():
+            state, run_config = load_run_weights(source)
+            config, tokenizer = run_config.model, tokenizer or run_config.train.tokenizer
+        else:
+            state = to_classic(load_state(source), n_heads)
+            config = infer_config(state, n_heads=n_heads)
+        tok = load_tokenizer(tokenizer)
+        export_hf(config, state, tok, out_dir, tokenizer or SHIPPED_DIR)
+    except MiniMindError as e:
+        fail(str(e))
+    typer.echo(f"exported {source} to {out_dir}: load it with transformers.AutoModelForCausalLM.from_pretrained"
+               f"({str(out_dir)!r})")
 
 
 @tokenizer_app.command("train")

@@ -136,13 +136,15 @@ class TrainConfig:
     init_from: Optional[str] = _opt(None, "start from these weights (a classic .pth)", "checkpoints")
     resume_every_s: float = _opt(60.0, "at most one exact-resume save per this many seconds at weight saves "
                                  "(always at stop, save-now and the end)", "checkpoints")
+    nproc: int = _opt(1, "training processes on this machine (>1 launches torchrun: one per GPU, or CPU "
+                      "processes with gloo)", "run")
     log_interval: int = _opt(1, "print and record metrics every N steps", "run")
     run_name: Optional[str] = _opt(None, "name of the run directory (empty = a timestamp)", "run")
     on_nan: str = _opt("pause", "on a NaN/inf loss: pause (resume or stop later) or stop", "run", choices=ON_NAN)
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
-        _positive(self, "epochs", "batch_size", "accumulation_steps", "log_interval")
+        _positive(self, "epochs", "batch_size", "accumulation_steps", "log_interval", "nproc")
         _non_negative(self, "num_workers", "warmup_iters", "save_interval", "grad_clip", "resume_every_s")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigError("learning_rate", f"must be a positive number, got {self.learning_rate}")

@@ -204,18 +204,20 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     """Document order for one epoch, startable mid-way: resume skips work instead of redoing it.
 
     In order (the seed) or a permutation seeded by (seed, epoch), so a resumed run sees exactly the
-    documents an uninterrupted one would. With several ranks, rank r takes every world-th index
-    of the same order (as DistributedSampler, without padding; ranks may differ by one item).
+    documents an uninterrupted one would. `start` counts samples of the epoch already consumed by
+    all ranks together, so a run can resume with another number of processes. With several ranks
+    the rest of the order is padded (wrapping around, as DistributedSampler does) to a multiple of
+    the world size, and rank r takes every world-th index: every rank runs the same number of steps.
     """
 
     def __init__(self, size: int, shuffle: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        self.start = 0  # items of this rank's share already consumed this epoch
+        self.start = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+        self.epoch, self.start = epoch, min(start, self.size)
 
     def order(self) -> list[int]:
         if self.shuffle:
@@ -223,13 +225,19 @@ class EpochSampler(torch.utils.data.Sampler[int]):
             indices = torch.randperm(self.size, generator=g).tolist()
         else:
             indices = list(range(self.size))
-        return indices[self.rank::self.world_size]
+        rest = indices[self.start:]
+        rest += indices[:(-len(rest)) % self.world_size]
+        return rest[self.rank::self.world_size]
 
     def __iter__(self):
-        return iter(self.order()[self.start:])
+        return iter(self.order())
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.world_size)) - self.start
+        return self.per_rank(self.size - self.start, self.world_size)
+
+    @staticmethod
+    def per_rank(samples: int, world_size: int) -> int:
+        return -(-samples // world_size)
 
 
 # ---- packing: documents concatenated into full rows ------------------------------------------------

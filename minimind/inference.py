@@ -41,21 +41,27 @@ def infer_config(state: dict[str, torch.Tensor], n_heads: int = 8, **given) -> L
     return LMConfig(**values)
 
 
+def load_run_weights(run_dir: str | os.PathLike) -> tuple[dict, RunConfig]:
+    """A run's newest weights (fp32 from its resume state, else its fp16 weights file) and its config."""
+    store = RunStore.open(run_dir)
+    run_config = RunConfig.from_dict(store.read_config())
+    if store.resume_path.is_file():
+        return load_resume_state(store.resume_path)["model"], run_config
+    train, model = run_config.train, run_config.model
+    return load_weights(weights_path(train.save_dir, train.save_weight, model.dim, model.use_moe)), run_config
+
+
 def load_model(source: str | os.PathLike, n_heads: int = 8, device: str = "cpu") -> tuple[MiniMindLM, RunConfig | None]:
-    """A model in eval mode from a run directory (its own config) or a weights .pth (shape-inferred)."""
+    """A model in eval mode from a run directory (its own config) or a weights file (shape-inferred)."""
     path = Path(source)
     if path.is_dir():
-        store = RunStore.open(path)
-        run_config = RunConfig.from_dict(store.read_config())
-        if store.resume_path.is_file():
-            state = load_resume_state(store.resume_path)["model"]
-        else:
-            train, model = run_config.train, run_config.model
-            state = load_weights(weights_path(train.save_dir, train.save_weight, model.dim, model.use_moe))
+        state, run_config = load_run_weights(path)
         config = run_config.model
     else:
+        from .interop import load_state, to_classic
+
         run_config = None
-        state = load_weights(path)
+        state = to_classic(load_state(path), n_heads)  # classic or MiniMind2 layout
         config = infer_config(state, n_heads=n_heads)
     model = MiniMindLM(config)
     apply_weights(model, state, str(path))

@@ -222,6 +222,7 @@ class MiniMindApp(App):
             details = (f"{self.run_device}  {event.n_params / 1e6:.3f}M params  "
                        f"{Path(event.data_path).name} ({event.n_docs} docs)")
             self._set_state("running", run_id=event.run_id, details=details)
+            self._refresh_device_line()
         elif isinstance(event, StateChanged):
             self._set_state(event.state)
             if event.state == "paused" and event.reason:

@@ -9,10 +9,10 @@ REPO = Path(__file__).resolve().parents[1]
 TOYDATA = REPO / "toydata" / "pretrain_data.jsonl"
 
 
-def tiny_corpus(folder: Path, n: int = 12) -> Path:
+def tiny_corpus(folder: Path, n: int = 12, name: str = "corpus.jsonl") -> Path:
     """The first n documents of the bundled toy corpus."""
     lines = TOYDATA.read_text(encoding="utf-8").splitlines()[:n]
-    path = folder / "corpus.jsonl"
+    path = folder / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -147,3 +147,45 @@ def load_resume_state(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path} was written by a newer minimind-tui (format {state.get('format')}): "
                               "upgrade minimind-tui to resume it")
     return state
+
+
+class WeightsLock:
+    """The seed's weights file is one path per save_dir: only one live run writes it at a time.
+
+    A run that finds the file owned by another live process saves its weights inside its own run
+    directory instead, so two runs on the same save_dir never overwrite each other's weights.
+    A lock left by a dead process (kill -9) is taken over.
+    """
+
+    def __init__(self, weights: Path):
+        self.path = weights.with_name(weights.name + ".lock")
+        self.owned = False
+
+    def acquire(self) -> bool:
+        import socket
+
+        from .atomic import pid_alive
+
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid, host = self.path.read_text().split()
+                except (OSError, ValueError):
+                    pid, host = "0", socket.gethostname()
+                if host == socket.gethostname() and not pid_alive(int(pid)):
+                    self.path.unlink(missing_ok=True)  # its owner died: take it over
+                    continue
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.owned = True
+            return True
+        return False
+
+    def release(self) -> None:
+        if self.owned:
+            self.path.unlink(missing_ok=True)
+            self.owned = False

@@ -12,6 +12,7 @@ is the window's mean.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -29,9 +30,12 @@ from ..data import EpochSampler, PackedDataset, PretrainDataset, TokenCache, res
 from ..errors import CheckpointError, MiniMindError
 from ..model import MiniMindLM, count_parameters
 from ..tokenizer import load_tokenizer
-from .checkpoint import (apply_weights, load_resume_state, load_weights, rng_state, save_resume_state,
-                         save_weights, set_rng_state, unwrap, weights_path)
+from .atomic import remove_stale_temp_files
+from .checkpoint import (WeightsLock, apply_weights, load_resume_state, rng_state, save_resume_state, save_weights,
+                         set_rng_state, unwrap, weights_path)
+from . import distributed
 from .control import RunControl
+from .distributed import World, current_world
 from .environment import Precision, describe_device, resolve_precision
 from .events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, StateChanged, StepLogged
 from .run_store import RunStore
@@ -43,15 +47,16 @@ VALIDATE_ALL_BELOW = 64 << 20  # corpora smaller than this are checked line by l
 PAUSE_POLL_S = 0.2
 # Resumable settings a resumed run may change: they do not alter what the model learns.
 RESUME_OVERRIDABLE = {"log_interval", "save_interval", "num_workers", "on_nan", "resume_every_s", "device",
-                      "save_dir", "run_name"}
+                      "save_dir", "run_name", "nproc", "compile"}
 
 
 @dataclass
 class Position:
-    """Where the run is: micro-batches done in the current epoch (0-based epoch)."""
+    """Where the run is: samples of the current epoch (0-based) consumed by all ranks together.
+    Samples, not steps, so a run can resume with a different number of processes."""
 
     epoch: int = 0
-    step: int = 0
+    samples: int = 0
 
 
 @dataclass
@@ -93,7 +98,8 @@ class Trainer:
         self.control = control or RunControl()
         self.observers = list(observers)
         self.resume_dir = Path(resume) if resume else None
-        self.store: Optional[RunStore] = None
+        self.store: Optional[RunStore] = None  # rank 0 only
+        self.world: World = current_world()
         self.global_step = 0
         self._poisoned = False  # a non-finite loss was seen: never save over good checkpoints
         self._last_resume_save = 0.0
@@ -112,7 +118,10 @@ class Trainer:
             resume_state = load_resume_state(store.resume_path)
             self.config = cfg_run = _resume_config(RunConfig.from_dict(resume_state["config"]), self.overrides)
             cfg, train = cfg_run.model, cfg_run.train
-        self.precision: Precision = resolve_precision(train.device, train.dtype)
+        world = self.world
+        self.precision: Precision = resolve_precision(train.device, train.dtype,
+                                                      world.local_rank if world.distributed else None)
+        distributed.init(world, self.precision.device)
         self.tokenizer = load_tokenizer(train.tokenizer)
         if len(self.tokenizer) > cfg.vocab_size:
             raise MiniMindError(f"the tokenizer has {len(self.tokenizer)} tokens but vocab_size is {cfg.vocab_size}: "
@@ -120,19 +129,23 @@ class Trainer:
         documents = PretrainDataset(resolve_data_path(train.data_path), self.tokenizer, cfg.max_seq_len)
         texts = documents.texts
         texts.validate(None if texts.path.stat().st_size < VALIDATE_ALL_BELOW else 1000)
-        self.data_notes: list[str] = []
+        self.notes: list[str] = []
         if train.packing:
             started = time.perf_counter()
             cache = TokenCache(texts, self.tokenizer)
             tokens = cache.load()
             self.dataset = PackedDataset(tokens, cfg.max_seq_len, self.tokenizer.pad_token_id)
             how = f"built in {time.perf_counter() - started:.1f} s" if cache.built else "reused"
-            self.data_notes.append(f"packing: {len(tokens):,} tokens into {len(self.dataset)} rows of "
+            self.notes.append(f"packing: {len(tokens):,} tokens into {len(self.dataset)} rows of "
                                    f"{cfg.max_seq_len} (token cache {how}: {cache.path})")
         else:
             self.dataset = documents
         self.documents = documents
-        init_state = load_weights(train.init_from) if train.init_from and resume_state is None else None
+        init_state = None
+        if train.init_from and resume_state is None:
+            from ..interop import load_state, to_classic
+
+            init_state = to_classic(load_state(train.init_from), cfg.n_heads)  # classic or MiniMind2 layout
 
         torch.manual_seed(train.seed)  # before the model is built, as the seed notebook
         self.model = MiniMindLM(cfg)
@@ -142,35 +155,43 @@ class Trainer:
             apply_weights(self.model, resume_state["model"], f"resume state of {self.resume_dir}")
         self.model.to(self.precision.device)
         self.n_params = count_parameters(self.model)
-        self.forward = torch.compile(self.model) if train.compile else self.model
+        self.wrapped = self.model
+        if world.distributed:  # gradients are averaged over ranks; rank 0's initial weights are broadcast
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.wrapped = DistributedDataParallel(
+                self.model, device_ids=[self.precision.device.index] if self.precision.device.type == "cuda" else None)
+        self.forward = torch.compile(self.wrapped) if train.compile else self.wrapped
         self.optimizer = _adamw(self.model.parameters(), train.learning_rate)
         self.scaler = torch.amp.GradScaler(self.precision.device.type, enabled=self.precision.use_scaler)
 
-        self.sampler = EpochSampler(len(self.dataset), shuffle=train.shuffle, seed=train.seed)
-        self.iters = math.ceil(len(self.dataset) / train.batch_size)
+        self.sampler = EpochSampler(len(self.dataset), shuffle=train.shuffle, seed=train.seed,
+                                    rank=world.rank, world_size=world.size)
+        self.iters = math.ceil(EpochSampler.per_rank(len(self.dataset), world.size) / train.batch_size)
         self.total_steps = train.epochs * self.iters
         self.position = Position()
         if resume_state is not None:
             self.optimizer.load_state_dict(resume_state["optimizer"])
             if resume_state.get("scaler"):
                 self.scaler.load_state_dict(resume_state["scaler"])
-            self.position = Position(resume_state["epoch"], resume_state["step"])
-            self.global_step = resume_state["global_step"]
-            if self.global_step > self.total_steps:
-                raise CheckpointError(f"{self.resume_dir} is at step {self.global_step} of {self.total_steps}: "
-                                      "the corpus or batch size changed since it was saved")
+            self.position = Position(resume_state["epoch"], resume_state["samples"])
+            if self.position.epoch >= train.epochs and self.position.samples:
+                raise CheckpointError(f"{self.resume_dir} is past its last epoch: the corpus changed since it was saved")
+            self.global_step = self.position.epoch * self.iters + self._step_at(self.position.samples)
             set_rng_state(resume_state["rng"])
-            self.store = RunStore(self.resume_dir)
-            self.store.truncate_metrics(self.global_step)
             self._resume_saved_at = self.global_step
-        else:
-            self.store = RunStore.create(train.save_dir, train.run_name)
         self._resume_state = resume_state
-        self.store.write_config({**self.config.to_dict(), "run": {
-            "run_id": self.store.run_id, "minimind_version": __version__, "torch_version": torch.__version__,
-            "world_size": 1, "data_path": str(texts.path), "n_docs": len(texts),
-            "n_params": self.n_params, "created": time.time()}})
-        self.control.connect_inbox(self.store.take_requests)
+        if world.is_main:
+            self.store = RunStore(self.resume_dir) if resume_state is not None else RunStore.create(train.save_dir, train.run_name)
+            if resume_state is not None:
+                self.store.truncate_metrics(self.global_step)
+            self.weights_file = self._claim_weights_file()
+            remove_stale_temp_files(self.store.checkpoints_dir)
+            self.store.write_config({**self.config.to_dict(), "run": {
+                "run_id": self.store.run_id, "minimind_version": __version__, "torch_version": torch.__version__,
+                "world_size": world.size, "data_path": str(texts.path), "n_docs": len(texts),
+                "n_params": self.n_params, "created": time.time()}})
+            self.control.connect_inbox(self.store.take_requests)
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=train.batch_size, sampler=self.sampler, num_workers=train.num_workers,
             pin_memory=self.precision.device.type == "cuda", drop_last=False,
@@ -183,14 +204,19 @@ class Trainer:
         if not hasattr(self, "model"):
             self.prepare()
         train = self.config.train
-        notes = list(self.precision.notes) + self.data_notes
+        notes = list(self.precision.notes) + self.notes
         if self._resume_state is not None:
-            notes.append(f"resumed at step {self.global_step}/{self.total_steps} from {self.store.resume_path}")
+            saved_world = self._resume_state.get("world_size", 1)
+            notes.append(f"resumed at step {self.global_step}/{self.total_steps} from {self.resume_dir}"
+                         + (f" (saved with {saved_world} processes, continuing with {self.world.size}: the data "
+                            "position is kept in samples)" if saved_world != self.world.size else ""))
+        run_dir = str(self.store.path) if self.store else ""
         self._emit(RunStarted(
-            run_id=self.store.run_id, run_dir=str(self.store.path), config=self.config.to_dict(),
+            run_id=self.store.run_id if self.store else "", run_dir=run_dir, config=self.config.to_dict(),
             n_params=self.n_params, device=describe_device(self.precision.device),
-            precision=self.precision.description, data_path=str(self.documents.path), n_docs=len(self.documents), iters_per_epoch=self.iters,
-            total_steps=self.total_steps, start_step=self.global_step, notes=tuple(notes)))
+            precision=self.precision.description, data_path=str(self.documents.path), n_docs=len(self.documents),
+            iters_per_epoch=self.iters, total_steps=self.total_steps, start_step=self.global_step,
+            world_size=self.world.size, notes=tuple(notes)))
         self._last_resume_save = time.monotonic()
         status, error = "finished", None
         try:
@@ -204,13 +230,18 @@ class Trainer:
             status, error = "failed", ("CUDA out of memory: lower --batch_size or --max_seq_len, or use "
                                        "--accumulation_steps for the same effective batch")
         except Exception as e:  # a bug: keep the traceback in the run directory, show one line
-            status, error = "failed", f"internal error {type(e).__name__}: {e} (traceback in {self.store.path / 'traceback.txt'})"
-            (self.store.path / "traceback.txt").write_text(traceback.format_exc())
+            where = self.store.path if self.store else Path(".")
+            status, error = "failed", f"internal error {type(e).__name__}: {e} (traceback in {where / 'traceback.txt'})"
+            (where / "traceback.txt").write_text(traceback.format_exc())
         finally:
             self._shutdown_loader()
+            if self.store is not None:
+                self.weights_lock.release()
+            if status != "failed":  # a failed rank must not wait at a barrier the others never reach
+                distributed.shutdown(self.world)
         ended = RunEnded(status=status, global_step=self.global_step, total_steps=self.total_steps,
-                         run_dir=str(self.store.path), error=error,
-                         resumable=self.store.resume_path.is_file() and status != "finished")
+                         run_dir=run_dir, error=error,
+                         resumable=bool(self.store and self.store.resume_path.is_file()) and status != "finished")
         self._emit(ended)
         return ended
 
@@ -219,27 +250,29 @@ class Trainer:
         train = self.config.train
         meter = self.meter = _Meter()
         self.model.train()
+        per_step = train.batch_size * self.world.size  # samples all ranks consume per micro-batch
         for epoch in range(self.position.epoch, train.epochs):
-            start = self.position.step if epoch == self.position.epoch else 0
-            self.position = Position(epoch, start)
-            self.sampler.set_epoch(epoch, start * train.batch_size)
+            first = self.position.samples if epoch == self.position.epoch else 0
+            start = self._step_at(first)
+            self.sampler.set_epoch(epoch, first)
             meter.epoch_active, meter.epoch_steps = 0.0, 0
             window = _Window()
             step = start
             tick = time.perf_counter()
             for X, Y, loss_mask in self.loader:
                 step += 1
-                self.global_step += 1
-                self._set_lr(epoch * self.iters + step)
+                self.global_step = epoch * self.iters + step
+                self._set_lr(self.global_step)
                 size = self._window_size(step)
-                loss, aux = self._forward_backward(X, Y, loss_mask, size)
+                window_end = not (step % train.accumulation_steps and step != self.iters)
+                loss, aux = self._forward_backward(X, Y, loss_mask, size, sync=window_end)
                 window.add(loss, aux)
                 meter.since_log_tokens += int(loss_mask.sum())
                 meter.since_log_positions += loss_mask.numel()
-                if step % train.accumulation_steps and step != self.iters:
+                if not window_end:
                     continue
                 grad_norm = self._optimizer_step()
-                self.position = Position(epoch, step)
+                self.position = Position(epoch, min(len(self.dataset), first + (step - start) * per_step))
                 now = time.perf_counter()
                 elapsed, tick = now - tick, now
                 meter.active += elapsed
@@ -254,15 +287,17 @@ class Trainer:
                     self._log(epoch, step, window, grad_norm)
                 if (crossed(train.save_interval) or (last and train.save_interval > 0)) and not self._poisoned:
                     self._save_weights()
-                if self.control.take_save_request():
-                    self._save_weights()
-                    self._save_resume(force=True)
                 window = _Window()
                 if self._handle_control():
                     return True
                 tick = time.perf_counter()  # pauses and saves do not count as training time
             self.position = Position(epoch + 1, 0)
         return False
+
+    def _step_at(self, samples: int) -> int:
+        """Micro-batches of an epoch done once `samples` of it are consumed (with this world size)."""
+        left = EpochSampler.per_rank(len(self.dataset) - samples, self.world.size)
+        return self.iters - math.ceil(left / self.config.train.batch_size)
 
     def _window_size(self, step: int) -> int:
         """Micro-batches in the optimizer step that contains micro-batch `step` (1-based)."""
@@ -276,13 +311,16 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
 
-    def _forward_backward(self, X, Y, loss_mask, window_size: int):
+    def _forward_backward(self, X, Y, loss_mask, window_size: int, sync: bool = True):
         device = self.precision.device
         X, Y, loss_mask = (t.to(device, non_blocking=True) for t in (X, Y, loss_mask))
-        with self.precision.autocast():
-            res = self.forward(X)
-            loss = masked_lm_loss(res.logits, Y, loss_mask) + res.aux_loss
-        self.scaler.scale(loss / window_size).backward()
+        # Inside an accumulation window DDP skips the gradient all-reduce until the last micro-batch.
+        no_sync = self.wrapped.no_sync() if self.world.distributed and not sync else contextlib.nullcontext()
+        with no_sync:
+            with self.precision.autocast():
+                res = self.forward(X)
+                loss = masked_lm_loss(res.logits, Y, loss_mask) + res.aux_loss
+            self.scaler.scale(loss / window_size).backward()
         return loss.detach() / window_size, res.aux_loss.detach() / window_size
 
     def _optimizer_step(self) -> torch.Tensor:
@@ -301,6 +339,11 @@ class Trainer:
     def _log(self, epoch: int, step: int, window: _Window, grad_norm: torch.Tensor) -> None:
         train, meter = self.config.train, self.meter
         loss, aux = window.loss.item(), window.aux.item()  # the one host sync, on log steps only
+        if self.world.distributed:  # every rank's mean, and every rank's tokens
+            total_loss, total_aux, tokens, positions = distributed.sum_values(
+                [loss, aux, meter.since_log_tokens, meter.since_log_positions], self.precision.device)
+            loss, aux = total_loss / self.world.size, total_aux / self.world.size
+            meter.since_log_tokens, meter.since_log_positions = int(tokens), int(positions)
         rate_time = max(meter.since_log_time, 1e-9)
         per_step = meter.active / max(meter.steps_done, 1)
         epoch_per_step = meter.epoch_active / max(meter.epoch_steps, 1)
@@ -331,42 +374,71 @@ class Trainer:
         else:
             self.control.stop(f"non-finite loss ({what})")
 
-    def _handle_control(self) -> bool:
-        """Apply pause/stop requests between optimizer steps; True when the run must stop."""
+    def _sync_control(self) -> tuple[bool, bool, bool]:
+        """(stop, paused, save) as all ranks agree: a request on any rank applies to every rank."""
         self.control.poll()
-        if self.control.paused and self.control.stop_reason is None:
+        flags = [self.control.stop_reason is not None, self.control.paused, self.control.take_save_request()]
+        if self.world.distributed:
+            flags = distributed.max_flags([int(f) for f in flags], self.precision.device)
+            if flags[0] and self.control.stop_reason is None:
+                self.control.stop("stop requested on another rank")
+            if flags[1] and not self.control.paused:
+                self.control.pause()
+        return bool(flags[0]), bool(flags[1]), bool(flags[2])
+
+    def _handle_control(self) -> bool:
+        """Apply save/pause/stop requests between optimizer steps; True when the run must stop."""
+        stop, paused, save = self._sync_control()
+        if save:
+            self._save_weights()
+            self._save_resume(force=True)
+        if paused and not stop:
             self._emit(StateChanged("paused", "pause requested"))
-            while self.control.paused and self.control.stop_reason is None:
+            while paused and not stop:
                 self.control.wait(PAUSE_POLL_S)
-                self.control.poll()
-                self.store.heartbeat()
-                if self.control.take_save_request():
+                if self.store is not None:
+                    self.store.heartbeat()
+                stop, paused, save = self._sync_control()
+                if save:
                     self._save_weights()
                     self._save_resume(force=True)
-            if self.control.stop_reason is None:
+            if not stop:
                 self._emit(StateChanged("running", "resumed"))
-        if self.control.stop_reason is not None:
-            self._emit(StateChanged("stopping", self.control.stop_reason))
+        if stop:
+            self._emit(StateChanged("stopping", self.control.stop_reason or "stop requested"))
             return True
         return False
 
     # ---- checkpoints -------------------------------------------------------------------------
+    def _claim_weights_file(self) -> Path:
+        """The seed's {save_dir}/{save_weight}_{dim}[_moe].pth, or a copy in the run directory when
+        another live run in the same save_dir already writes that file."""
+        train, cfg = self.config.train, self.config.model
+        path = weights_path(train.save_dir, train.save_weight, cfg.dim, cfg.use_moe)
+        remove_stale_temp_files(path.parent)
+        self.weights_lock = WeightsLock(path)
+        if self.weights_lock.acquire():
+            return path
+        own = self.store.path / path.name
+        self.notes.append(f"another live run writes {path}: this run saves its weights to {own}")
+        return own
+
     def _save_weights(self) -> None:
+        if self.store is None:  # rank 0 alone saves
+            return
         if self._poisoned:
             self._emit(Alert("not saving weights: a non-finite loss was seen, the weights may be corrupt"))
             return
-        train, cfg = self.config.train, self.config.model
-        path = weights_path(train.save_dir, train.save_weight, cfg.dim, cfg.use_moe)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_weights(self.model, path)
+        path = self.weights_file
+        _writing(path, lambda: save_weights(self.model, path))
         self._emit(CheckpointSaved("weights", str(path), self.global_step))
         if time.monotonic() - self._last_resume_save >= self.config.train.resume_every_s or self._resume_saved_at < 0:
             self._save_resume(force=True)
 
     def _save_resume(self, force: bool = True) -> None:
-        if self._poisoned or self._resume_saved_at == self.global_step:
+        if self.store is None or self._poisoned or self._resume_saved_at == self.global_step:
             return
-        save_resume_state(self.store.resume_path, self.state_dict())
+        _writing(self.store.resume_path, lambda: save_resume_state(self.store.resume_path, self.state_dict()))
         self._last_resume_save = time.monotonic()
         self._resume_saved_at = self.global_step
         self._emit(CheckpointSaved("resume", str(self.store.resume_path), self.global_step))
@@ -379,15 +451,17 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "rng": rng_state(),
             "epoch": self.position.epoch,
-            "step": self.position.step,
+            "samples": self.position.samples,
             "global_step": self.global_step,
             "config": self.config.to_dict(),
-            "world_size": 1,
+            "world_size": self.world.size,
             "minimind_version": __version__,
         }
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
+        if not self.world.is_main:  # rank 0 alone reports
+            return
         if self.store is not None:
             self.store.record(event)
         for observer in self.observers:
@@ -408,6 +482,16 @@ def _resume_config(saved: RunConfig, overrides: dict) -> RunConfig:
         raise CheckpointError(f"--{name} differs from the run being resumed ({saved.flat()[name]!r}): a resumed "
                               "run keeps its settings; start a new run with --init-from its weights to change it")
     return saved.replace(**changes) if changes else saved
+
+
+def _writing(path: Path, write: Callable[[], None]) -> None:
+    """Run a checkpoint write; a full disk or a permission problem becomes a one-line error (the
+    previous file stays intact: writes are atomic)."""
+    try:
+        write()
+    except OSError as e:
+        raise MiniMindError(f"cannot write {path} ({e.strerror or e}): free disk space or choose another "
+                            "--save_dir; the previous checkpoint is intact") from None
 
 
 def _adamw(params, lr: float) -> torch.optim.Optimizer:

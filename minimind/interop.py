@@ -1,0 +1,232 @@
+"""Weights in and out: MiniMind classic <-> MiniMind2 layout, and a Hugging Face Llama export.
+
+MiniMind2 (2025-04 on) renames the keys Hugging Face style and uses rotate-half RoPE, which pairs
+dimension j with j + head_dim/2 instead of classic's adjacent (2j, 2j+1). Permuting the rows of
+wq and wk inside each head to [even dims, odd dims] maps one convention onto the other exactly:
+the same pairs rotate by the same frequencies, and q.k is unchanged because q and k are permuted
+alike. A Llama checkpoint is the MiniMind2 layout with a Llama config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import LMConfig
+from .errors import CheckpointError
+
+# classic suffix -> MiniMind2 / Llama suffix, inside layers.{i}.
+_LAYER_KEYS = {
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "attention_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+}
+_FFN_KEYS = {"w1.weight": "gate_proj.weight", "w2.weight": "down_proj.weight", "w3.weight": "up_proj.weight"}
+
+
+def detect_layout(state: dict) -> str:
+    if "tok_embeddings.weight" in state:
+        return "classic"
+    if "model.embed_tokens.weight" in state:
+        if any(".q_norm." in k or ".k_norm." in k for k in state):
+            raise CheckpointError("these weights have q_norm/k_norm layers (MiniMind after 2026-03): that "
+                                  "architecture is not MiniMind classic and cannot be converted exactly")
+        return "minimind2"
+    raise CheckpointError("unknown weights layout: expected MiniMind classic keys (tok_embeddings.weight, "
+                          "layers.0.attention.wq.weight ...) or MiniMind2 keys (model.embed_tokens.weight ...)")
+
+
+def _head_permute(weight: torch.Tensor, head_dim: int, to_half: bool) -> torch.Tensor:
+    """Rows of each head: adjacent pairs -> [evens, odds] (to_half) or back."""
+    rows, cols = weight.shape
+    if rows % head_dim or head_dim % 2:
+        raise CheckpointError(f"a projection with {rows} rows does not split into heads of {head_dim}: "
+                              "pass the model's --n-heads")
+    heads = rows // head_dim
+    if to_half:
+        return weight.reshape(heads, head_dim // 2, 2, cols).transpose(1, 2).reshape(rows, cols).contiguous()
+    return weight.reshape(heads, 2, head_dim // 2, cols).transpose(1, 2).reshape(rows, cols).contiguous()
+
+
+def classic_to_minimind2(state: dict, head_dim: int) -> dict:
+    out = {}
+    for key, value in state.items():
+        if key == "tok_embeddings.weight":
+            out["model.embed_tokens.weight"] = value
+        elif key == "norm.weight":
+            out["model.norm.weight"] = value
+        elif key == "output.weight":
+            out["lm_head.weight"] = value
+        else:
+            m = re.fullmatch(r"layers\.(\d+)\.(.+)", key)
+            if not m:
+                raise CheckpointError(f"unexpected key {key} in classic weights")
+            layer, rest = m.groups()
+            out[f"model.layers.{layer}.{_to_v2_suffix(rest)}"] = (
+                _head_permute(value, head_dim, True) if rest in ("attention.wq.weight", "attention.wk.weight") else value)
+    return out
+
+
+def minimind2_to_classic(state: dict, head_dim: int) -> dict:
+    inverse_layer = {v: k for k, v in _LAYER_KEYS.items()}
+    inverse_ffn = {v: k for k, v in _FFN_KEYS.items()}
+    out = {}
+    for key, value in state.items():
+        if key == "model.embed_tokens.weight":
+            out["tok_embeddings.weight"] = value
+        elif key == "model.norm.weight":
+            out["norm.weight"] = value
+        elif key == "lm_head.weight":
+            out["output.weight"] = value
+        else:
+            m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", key)
+            if not m:
+                raise CheckpointError(f"unexpected key {key} in MiniMind2 weights")
+            layer, rest = m.groups()
+            if rest in inverse_layer:
+                classic = inverse_layer[rest]
+                if rest in ("self_attn.q_proj.weight", "self_attn.k_proj.weight"):
+                    value = _head_permute(value, head_dim, False)
+            else:
+                classic = _mlp_to_classic(rest, inverse_ffn)
+            out[f"layers.{layer}.{classic}"] = value
+    out.setdefault("output.weight", out["tok_embeddings.weight"])  # tied: a file may hold only one of them
+    out.setdefault("tok_embeddings.weight", out["output.weight"])
+    return out
+
+
+def _to_v2_suffix(rest: str) -> str:
+    if rest in _LAYER_KEYS:
+        return _LAYER_KEYS[rest]
+    m = re.fullmatch(r"feed_forward\.(?:(experts|shared_experts)\.(?:(\d+)\.)?)?(w[123]\.weight|gate\.weight)", rest)
+    if not m:
+        raise CheckpointError(f"unexpected layer key {rest} in classic weights")
+    group, index, leaf = m.groups()
+    if leaf == "gate.weight":
+        return "mlp.gate.weight"
+    leaf = _FFN_KEYS[leaf]
+    if group == "experts":
+        return f"mlp.experts.{index}.{leaf}"
+    if group == "shared_experts":  # classic has one shared expert; MiniMind2 keeps a list of them
+        return f"mlp.shared_experts.0.{leaf}"
+    return f"mlp.{leaf}"
+
+
+def _mlp_to_classic(rest: str, inverse_ffn: dict) -> str:
+    m = re.fullmatch(r"mlp\.(?:(experts|shared_experts)\.(\d+)\.)?(\w+_proj\.weight|gate\.weight)", rest)
+    if not m:
+        raise CheckpointError(f"unexpected layer key {rest} in MiniMind2 weights")
+    group, index, leaf = m.groups()
+    if leaf == "gate.weight":
+        return "feed_forward.gate.weight"
+    leaf = inverse_ffn[leaf]
+    if group == "experts":
+        return f"feed_forward.experts.{index}.{leaf}"
+    if group == "shared_experts":
+        if index != "0":
+            raise CheckpointError("these MiniMind2 weights have more than one shared expert: classic has one")
+        return f"feed_forward.shared_experts.{leaf}"
+    return f"feed_forward.{leaf}"
+
+
+def to_classic(state: dict, n_heads: int) -> dict:
+    """Weights in either layout as classic weights (MiniMind2 detected from its keys)."""
+    if detect_layout(state) == "classic":
+        return state
+    dim = state["model.embed_tokens.weight"].shape[1]
+    return minimind2_to_classic(state, dim // n_heads)
+
+
+def save_state(state: dict, path: str | os.PathLike) -> None:
+    """.safetensors or .pth (torch.save) by extension, written atomically."""
+    from .engine.atomic import atomic_torch_save, atomic_write
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save
+
+        # safetensors refuses tensors that share memory (tied embeddings): store separate copies
+        tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}
+        atomic_write(path, lambda f: f.write(save(tensors)))
+    else:
+        atomic_torch_save({k: v.detach().contiguous() for k, v in state.items()}, path)
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    """A weights file, .safetensors or .pth (the latter only with torch.load(weights_only=True))."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"weights file {path} is not valid safetensors ({e}): re-export it") from None
+    from .engine.checkpoint import load_weights
+
+    return load_weights(path)
+
+
+# ---- Hugging Face Llama export --------------------------------------------------------------------
+
+def llama_config(config: LMConfig, tokenizer) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": config.dim,
+        "intermediate_size": config.ffn_hidden_dim,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.n_kv_heads,
+        "head_dim": config.head_dim,
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.max_seq_len,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": True,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "torch_dtype": "float32",
+    }
+
+
+def export_hf(config: LMConfig, classic_state: dict, tokenizer, out_dir: str | os.PathLike,
+              tokenizer_dir: Optional[str | os.PathLike] = None) -> Path:
+    """Write a Llama checkpoint any Hugging Face tool loads without remote code."""
+    if config.use_moe:
+        raise CheckpointError("MoE models are not supported for the Hugging Face Llama format (Llama has no "
+                              "experts): export a dense model, or keep the MoE model in classic/MiniMind2 layout")
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = classic_to_minimind2(classic_state, config.head_dim)
+    state.pop("lm_head.weight")  # tied to model.embed_tokens.weight (tie_word_embeddings)
+    save_file({k: v.detach().float().contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(llama_config(config, tokenizer), indent=2) + "\n")
+    (out / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+         "pad_token_id": tokenizer.pad_token_id}, indent=2) + "\n")
+    source = Path(tokenizer_dir) if tokenizer_dir else Path(tokenizer.name_or_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    return out

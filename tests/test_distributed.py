@@ -1,0 +1,156 @@
+"""Data-parallel training with torchrun on CPU (gloo): 2 processes against 1 on the same global batch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from minimind.data import EpochSampler
+from minimind.engine.checkpoint import load_resume_state
+from minimind.engine.run_store import RunStore
+from tests.helpers import tiny_corpus
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+
+
+def test_sampler_splits_the_same_order_over_ranks_and_pads_to_equal_counts():
+    single = EpochSampler(10, shuffle=True, seed=3).order()
+    ranks = [EpochSampler(10, shuffle=True, seed=3, rank=r, world_size=3) for r in range(3)]
+    orders = [s.order() for s in ranks]
+    assert [len(o) for o in orders] == [4, 4, 4] and all(len(s) == 4 for s in ranks)
+    merged = [orders[r][i] for i in range(4) for r in range(3)]
+    assert merged[:10] == single and merged[10:] == single[:2]  # padding wraps around, as DistributedSampler
+    for s in ranks:
+        s.set_epoch(0, start=6)  # 6 samples consumed (by however many ranks): the rest is split anew
+    assert sorted(i for s in ranks for i in s.order()) == sorted(single[6:] + single[:2])
+
+
+def even_corpus(tmp_path: Path, global_batch: int = 4, length: int = 48) -> Path:
+    """Toy documents plus one filler document sized so the corpus packs into full rows, a multiple of
+    `global_batch` of them: every rank's rows then hold equally many real targets, and the mean of the
+    per-rank losses (what DDP averages) equals the global mean (what one process computes)."""
+    from minimind.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    count = lambda text: len(tok(f"<s>{text}</s>").input_ids)
+    lines = tiny_corpus(tmp_path, 12).read_text(encoding="utf-8").splitlines()
+    total = sum(count(json.loads(line)["text"]) for line in lines)
+    block = (length - 1) * global_batch
+    need = block - (total - 1) % block
+    words = max(need - 2, 1)
+    while count(" ".join(["a"] * words)) < need:
+        words += 1
+    while count(" ".join(["a"] * words)) > need:
+        words -= 1
+    filler = " ".join(["a"] * words)
+    assert count(filler) == need, "the filler could not hit the exact length"
+    path = tmp_path / "even.jsonl"
+    path.write_text("\n".join(lines + [json.dumps({"text": filler})]) + "\n", encoding="utf-8")
+    return path
+
+
+def train_args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["train", "--dim", "32", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "48", "--num_workers", "0",
+            "--data_path", str(even_corpus(tmp_path)), "--packing", "--dtype", "float32", "--device", "cpu",
+            "--save_interval", "0", "--log_interval", "1", "--save_dir", str(tmp_path / "out"), *extra]
+
+
+def run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "minimind", *args], capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def metrics(tmp_path: Path, name: str) -> list[dict]:
+    return RunStore(tmp_path / "out" / "runs" / name).read_metrics()
+
+
+def final_weights(tmp_path: Path, name: str) -> dict:
+    return load_resume_state(RunStore(tmp_path / "out" / "runs" / name).resume_path)["model"]
+
+
+def test_two_processes_match_one_on_the_same_global_batch_and_resume(tmp_path):
+    # one process, batch 4  vs  two processes (torchrun, gloo), batch 2 each
+    run(train_args(tmp_path, "--epochs", "2", "--batch_size", "4", "--run-name", "single"))
+    out = run(train_args(tmp_path, "--epochs", "2", "--batch_size", "2", "--nproc", "2", "--run-name", "ddp"))
+    assert out.stdout.count("Epoch:[1/2](1/") == 1  # rank 0 alone prints
+    assert "world size 2" in out.stdout
+    single, ddp = metrics(tmp_path, "single"), metrics(tmp_path, "ddp")
+    assert len(single) == len(ddp) > 10
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(single, ddp)) < 1e-4
+    assert [a["tokens"] for a in single] == [b["tokens"] for b in ddp]
+    w1, w2 = final_weights(tmp_path, "single"), final_weights(tmp_path, "ddp")
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
+    assert json.loads((tmp_path / "out" / "runs" / "ddp" / "config.json").read_text())["run"]["world_size"] == 2
+    assert not any(k.startswith("module.") for k in w2)  # the DDP wrapper is stripped
+
+    # interrupted (stop request mid-run) and resumed with 2 processes: same result as uninterrupted
+    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
+        tmp_path, "--epochs", "2", "--batch_size", "2", "--nproc", "2", "--run-name", "ddp-stopped")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    store = RunStore(tmp_path / "out" / "runs" / "ddp-stopped")
+    for line in proc.stdout:
+        if line.startswith("Epoch:[1/2](4/"):
+            store.send("stop")
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0 and store.read_status()["state"] == "stopped"
+    stopped_at = store.read_status()["global_step"]
+    run(["train", "--resume", str(store.path), "--nproc", "2"])
+    resumed = store.read_metrics()
+    assert [m["global_step"] for m in resumed] == [m["global_step"] for m in ddp]
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(resumed, ddp)) < 1e-6
+    assert stopped_at < len(ddp)
+
+
+def test_resume_with_another_world_size_keeps_the_data_position_in_samples(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
+        tmp_path, "--epochs", "1", "--batch_size", "2", "--nproc", "2", "--run-name", "w2")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    store = RunStore(tmp_path / "out" / "runs" / "w2")
+    for line in proc.stdout:
+        if line.startswith("Epoch:[1/1](3/"):
+            store.send("stop")
+            break
+    proc.communicate(timeout=120)
+    state = load_resume_state(store.resume_path)
+    assert state["world_size"] == 2 and state["samples"] == state["global_step"] * 2 * 2
+    done_tokens = sum(m["tokens"] for m in store.read_metrics())
+    out = run(["train", "--resume", str(store.path)])  # one process now
+    assert "saved with 2 processes, continuing with 1" in out.stdout
+    total_tokens = sum(m["tokens"] for m in store.read_metrics())
+    rows = json.loads((store.path / "config.json").read_text())
+    # every packed row of the epoch was trained on exactly once across the two phases
+    from minimind.data import JsonlTexts, PackedDataset, TokenCache
+    from minimind.tokenizer import load_tokenizer
+    texts = JsonlTexts(rows["train"]["data_path"])
+    dataset = PackedDataset(TokenCache(texts, load_tokenizer()).load(), 48, 0)
+    assert total_tokens == dataset.n_targets and done_tokens < total_tokens
+
+
+def test_sigint_to_one_rank_stops_every_rank_without_hanging(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
+        tmp_path, "--epochs", "500", "--batch_size", "2", "--nproc", "2", "--run-name", "sig")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True)
+    store = RunStore(tmp_path / "out" / "runs" / "sig")
+    import psutil
+    for line in proc.stdout:
+        if line.startswith("Epoch:[1/500](3/"):
+            break
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "minimind" in " ".join(p.cmdline())
+               and "torch.distributed.run" not in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    non_main = [w for w in workers if "RANK=1" in " ".join(f"{k}={v}" for k, v in w.environ().items() if k == "RANK")]
+    (non_main or workers)[-1].send_signal(signal.SIGINT)  # one rank only
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-2000:]
+    assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()
+    assert "Traceback" not in output
