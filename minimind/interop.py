@@ -31,6 +31,8 @@ _LAYER_KEYS = {
     "ffn_norm.weight": "post_attention_layernorm.weight",
 }
 _FFN_KEYS = {"w1.weight": "gate_proj.weight", "w2.weight": "down_proj.weight", "w3.weight": "up_proj.weight"}
+_TOP_KEYS = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+             "output.weight": "lm_head.weight"}
 
 
 def detect_layout(state: dict) -> str:
@@ -60,12 +62,8 @@ def _head_permute(weight: torch.Tensor, head_dim: int, to_half: bool) -> torch.T
 def classic_to_minimind2(state: dict, head_dim: int) -> dict:
     out = {}
     for key, value in state.items():
-        if key == "tok_embeddings.weight":
-            out["model.embed_tokens.weight"] = value
-        elif key == "norm.weight":
-            out["model.norm.weight"] = value
-        elif key == "output.weight":
-            out["lm_head.weight"] = value
+        if key in _TOP_KEYS:
+            out[_TOP_KEYS[key]] = value
         else:
             m = re.fullmatch(r"layers\.(\d+)\.(.+)", key)
             if not m:
@@ -79,14 +77,11 @@ def classic_to_minimind2(state: dict, head_dim: int) -> dict:
 def minimind2_to_classic(state: dict, head_dim: int) -> dict:
     inverse_layer = {v: k for k, v in _LAYER_KEYS.items()}
     inverse_ffn = {v: k for k, v in _FFN_KEYS.items()}
+    inverse_top = {v: k for k, v in _TOP_KEYS.items()}
     out = {}
     for key, value in state.items():
-        if key == "model.embed_tokens.weight":
-            out["tok_embeddings.weight"] = value
-        elif key == "model.norm.weight":
-            out["norm.weight"] = value
-        elif key == "lm_head.weight":
-            out["output.weight"] = value
+        if key in inverse_top:
+            out[inverse_top[key]] = value
         else:
             m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", key)
             if not m:

@@ -42,6 +42,9 @@ def default_session_factory(kind: str, config: Optional[RunConfig] = None, run_d
     """kind: "thread" (train here), "process" (a detached minimind train), "resume-thread",
     "resume-process" or "attach"."""
     if kind == "thread":
+        if config.train.nproc > 1:
+            raise MiniMindError(f"nproc {config.train.nproc}: several processes run under torchrun, so set launch "
+                                "to 'background process'")
         return ThreadSession(config)
     if kind == "process":
         return launch_new_run(config)

@@ -68,6 +68,21 @@ def run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     return result
 
 
+def stopped_ddp_run(tmp_path: Path, name: str, epochs: int, at_step: int) -> RunStore:
+    """A 2-process run asked to stop (through its run directory) once rank 0 prints step `at_step`."""
+    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
+        tmp_path, "--epochs", str(epochs), "--batch_size", "2", "--nproc", "2", "--run-name", name)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    store = RunStore(tmp_path / "out" / "runs" / name)
+    for line in proc.stdout:
+        if line.startswith(f"Epoch:[1/{epochs}]({at_step}/"):
+            store.send("stop")
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0 and store.read_status()["state"] == "stopped"
+    return store
+
+
 def metrics(tmp_path: Path, name: str) -> list[dict]:
     return RunStore(tmp_path / "out" / "runs" / name).read_metrics()
 
@@ -92,16 +107,7 @@ def test_two_processes_match_one_on_the_same_global_batch_and_resume(tmp_path):
     assert not any(k.startswith("module.") for k in w2)  # the DDP wrapper is stripped
 
     # interrupted (stop request mid-run) and resumed with 2 processes: same result as uninterrupted
-    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
-        tmp_path, "--epochs", "2", "--batch_size", "2", "--nproc", "2", "--run-name", "ddp-stopped")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    store = RunStore(tmp_path / "out" / "runs" / "ddp-stopped")
-    for line in proc.stdout:
-        if line.startswith("Epoch:[1/2](4/"):
-            store.send("stop")
-            break
-    proc.communicate(timeout=120)
-    assert proc.returncode == 0 and store.read_status()["state"] == "stopped"
+    store = stopped_ddp_run(tmp_path, "ddp-stopped", epochs=2, at_step=4)
     stopped_at = store.read_status()["global_step"]
     run(["train", "--resume", str(store.path), "--nproc", "2"])
     resumed = store.read_metrics()
@@ -111,15 +117,7 @@ def test_two_processes_match_one_on_the_same_global_batch_and_resume(tmp_path):
 
 
 def test_resume_with_another_world_size_keeps_the_data_position_in_samples(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
-        tmp_path, "--epochs", "1", "--batch_size", "2", "--nproc", "2", "--run-name", "w2")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    store = RunStore(tmp_path / "out" / "runs" / "w2")
-    for line in proc.stdout:
-        if line.startswith("Epoch:[1/1](3/"):
-            store.send("stop")
-            break
-    proc.communicate(timeout=120)
+    store = stopped_ddp_run(tmp_path, "w2", epochs=1, at_step=3)
     state = load_resume_state(store.resume_path)
     assert state["world_size"] == 2 and state["samples"] == state["global_step"] * 2 * 2
     done_tokens = sum(m["tokens"] for m in store.read_metrics())
