@@ -294,6 +294,23 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
         typer.echo(loss_plot([x["global_step"] for x in metrics], [x["loss"] for x in metrics], width, height))
 
 
+@runs_app.command("export")
+def runs_export(run: str = typer.Argument(..., help="run directory or run id"), save_dir: str = SAVE_DIR_OPTION,
+                to: str = typer.Option("tensorboard", "--to", help="tensorboard"),
+                out: Optional[Path] = typer.Option(None, help="folder for the event files (default: RUN/tensorboard)")) -> None:
+    """Write a recorded run's metrics for another viewer (runs trained without a tracker too)."""
+    from .engine.trackers import export_tensorboard
+
+    if to != "tensorboard":
+        fail(f"--to {to!r} is not supported: use tensorboard")
+    try:
+        store = resolve_run(run, save_dir)
+        log_dir = export_tensorboard(store, out)
+    except MiniMindError as e:
+        fail(str(e))
+    typer.echo(f"wrote {len(store.read_metrics())} steps to {log_dir}: tensorboard --logdir {log_dir}")
+
+
 def loss_plot(steps: list, losses: list, width: int, height: int) -> str:
     import plotext as plt
 

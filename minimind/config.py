@@ -106,6 +106,7 @@ SEED_MODEL_DEFAULTS = {"dim": 512, "n_layers": 2, "max_seq_len": 512, "use_moe":
 
 DTYPES = ("float32", "bfloat16", "float16")
 ON_NAN = ("pause", "stop")
+TRACKERS = ("none", "tensorboard", "wandb", "swanlab")
 
 
 @dataclass
@@ -141,6 +142,10 @@ class TrainConfig:
     log_interval: int = _opt(1, "print and record metrics every N steps", "run")
     run_name: Optional[str] = _opt(None, "name of the run directory (empty = a timestamp)", "run")
     on_nan: str = _opt("pause", "on a NaN/inf loss: pause (resume or stop later) or stop", "run", choices=ON_NAN)
+    tracker: str = _opt("none", "also log to: none, tensorboard (event files in the run directory), wandb or "
+                        "swanlab (optional extras)", "run", choices=TRACKERS)
+    use_wandb: bool = _opt(False, "the seed's spelling of --tracker wandb", "run")
+    wandb_project: str = _opt("MiniMind-Notebook", "W&B / SwanLab project (the seed's default)", "run")
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -152,7 +157,7 @@ class TrainConfig:
             raise ConfigError("grad_clip", f"must be a finite number, got {self.grad_clip}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ConfigError("device", f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
-        for name in ("dtype", "on_nan"):
+        for name in ("dtype", "on_nan", "tracker"):
             choices = _meta(TrainConfig, name)["choices"]
             if getattr(self, name) not in choices:
                 raise ConfigError(name, f"{getattr(self, name)!r} is not one of {', '.join(choices)}")
@@ -161,8 +166,14 @@ class TrainConfig:
         if not self.save_weight or not re.fullmatch(r"[\w.\-]+", self.save_weight):
             raise ConfigError("save_weight", f"{self.save_weight!r} must be a plain file-name prefix "
                               "(letters, digits, _ . -)")
+        if self.use_wandb and self.tracker not in ("none", "wandb"):
+            raise ConfigError("use_wandb", f"conflicts with --tracker {self.tracker}: use one of them")
         if self.run_name is not None and not re.fullmatch(r"[\w.\-]+", self.run_name):
             raise ConfigError("run_name", f"{self.run_name!r} must be a plain folder name (letters, digits, _ . -)")
+
+
+def effective_tracker(train: "TrainConfig") -> str:
+    return "wandb" if train.use_wandb else train.tracker
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Optional
 import torch
 
 from .. import __version__
-from ..config import RunConfig
+from ..config import RunConfig, effective_tracker
 from ..data import EpochSampler, PackedDataset, PretrainDataset, TokenCache, resolve_data_path
 from ..errors import CheckpointError, MiniMindError
 from ..model import MiniMindLM, count_parameters
@@ -41,13 +41,14 @@ from .events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, StateCh
 from .run_store import RunStore
 from .loss import masked_lm_loss
 from .schedule import get_lr
+from .trackers import make_tracker
 
 Observer = Callable[[Event], None]
 VALIDATE_ALL_BELOW = 64 << 20  # corpora smaller than this are checked line by line before training
 PAUSE_POLL_S = 0.2
 # Resumable settings a resumed run may change: they do not alter what the model learns.
 RESUME_OVERRIDABLE = {"log_interval", "save_interval", "num_workers", "on_nan", "resume_every_s", "device",
-                      "save_dir", "run_name", "nproc", "compile"}
+                      "save_dir", "run_name", "nproc", "compile", "tracker", "use_wandb", "wandb_project"}
 
 
 @dataclass
@@ -192,6 +193,10 @@ class Trainer:
                 "world_size": world.size, "data_path": str(texts.path), "n_docs": len(texts),
                 "n_params": self.n_params, "created": time.time()}})
             self.control.connect_inbox(self.store.take_requests)
+            tracker = make_tracker(effective_tracker(train), self.store.path, train.wandb_project,
+                                   purge_step=self.global_step + 1 if resume_state is not None else None)
+            if tracker is not None:
+                self.observers.append(tracker)
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=train.batch_size, sampler=self.sampler, num_workers=train.num_workers,
             pin_memory=self.precision.device.type == "cuda", drop_last=False,
