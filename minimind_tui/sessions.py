@@ -28,7 +28,7 @@ from minimind.engine.watch import RunTail
 from minimind.errors import MiniMindError
 
 Emit = Callable[[Event], None]
-POLL_S = 0.25
+POLL_S = 0.5  # how often a followed run directory is read
 
 
 class Session:
@@ -126,8 +126,17 @@ class AttachedSession(Session):
             return False
         if self.process is None:
             return True
-        # A launched resume reuses an existing directory: wait until our process has taken it over.
-        return RunStore(self.run_dir).read_status().get("pid") == self.process.pid
+        # A launched resume reuses an existing directory: wait until our process (or, under torchrun,
+        # its rank 0 child) has taken it over.
+        pid = RunStore(self.run_dir).read_status().get("pid")
+        if pid == self.process.pid:
+            return True
+        try:
+            import psutil
+
+            return any(parent.pid == self.process.pid for parent in psutil.Process(int(pid)).parents())
+        except (psutil.Error, TypeError, ValueError):
+            return False
 
     def _launch_error(self) -> str:
         lines = []

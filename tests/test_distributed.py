@@ -152,3 +152,38 @@ def test_sigint_to_one_rank_stops_every_rank_without_hanging(tmp_path):
     assert proc.returncode == 0, output[-2000:]
     assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()
     assert "Traceback" not in output
+
+
+def test_the_app_launches_a_multi_process_run_and_steers_it(tmp_path):
+    """nproc 2 in the form: a background torchrun job, watched and paused / resumed / stopped."""
+    import asyncio
+
+    from minimind.config import RunConfig
+    from minimind_tui.app import make_app
+
+    config = RunConfig().replace(dim=32, n_layers=2, n_heads=4, max_seq_len=48, num_workers=0, packing=True,
+                                 data_path=str(even_corpus(tmp_path)), save_dir=str(tmp_path / "out"), epochs=300,
+                                 batch_size=2, nproc=2, save_interval=0, dtype="float32", run_name="tui-ddp")
+
+    async def scenario():
+        app = make_app(config, launch="process")
+        async with app.run_test(size=(100, 30)) as pilot:
+            async def until(state, timeout=120):
+                for _ in range(int(timeout / 0.1)):
+                    if app.state == state:
+                        return True
+                    await pilot.pause(0.1)
+                return False
+            await pilot.press("s")
+            assert await until("running"), app.state
+            await pilot.press("p")
+            assert await until("paused")
+            await pilot.press("p")
+            assert await until("running")
+            await pilot.press("x")
+            assert await until("stopped")
+
+    asyncio.run(scenario())
+    store = RunStore(tmp_path / "out" / "runs" / "tui-ddp")
+    assert store.read_status()["state"] == "stopped"
+    assert json.loads(store.config_path.read_text())["run"]["world_size"] == 2

@@ -380,15 +380,16 @@ class Trainer:
             self.control.stop(f"non-finite loss ({what})")
 
     def _sync_control(self) -> tuple[bool, bool, bool]:
-        """(stop, paused, save) as all ranks agree: a request on any rank applies to every rank."""
+        """(stop, paused, save) as all ranks agree: a stop on any rank (a signal) stops every rank;
+        pause and save-now are rank 0's, which alone reads the run directory's requests."""
         self.control.poll()
-        flags = [self.control.stop_reason is not None, self.control.paused, self.control.take_save_request()]
+        main = self.world.is_main
+        flags = [self.control.stop_reason is not None, main and self.control.paused,
+                 main and self.control.take_save_request()]
         if self.world.distributed:
             flags = distributed.max_flags([int(f) for f in flags], self.precision.device)
             if flags[0] and self.control.stop_reason is None:
                 self.control.stop("stop requested on another rank")
-            if flags[1] and not self.control.paused:
-                self.control.pause()
         return bool(flags[0]), bool(flags[1]), bool(flags[2])
 
     def _handle_control(self) -> bool:
@@ -400,7 +401,7 @@ class Trainer:
         if paused and not stop:
             self._emit(StateChanged("paused", "pause requested"))
             while paused and not stop:
-                self.control.wait(PAUSE_POLL_S)
+                self.control.wait(PAUSE_POLL_S) if self.world.is_main else time.sleep(PAUSE_POLL_S)
                 if self.store is not None:
                     self.store.heartbeat()
                 stop, paused, save = self._sync_control()
