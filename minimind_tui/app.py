@@ -6,7 +6,9 @@ engine events as messages. Sessions are made by a factory so tests can script on
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -124,7 +126,7 @@ class MiniMindApp(App):
         self.set_interval(DEVICE_REFRESH_S, self._refresh_device_line)
         if hasattr(signal, "SIGHUP"):  # an SSH drop: stop and save instead of losing the run
             try:
-                signal.signal(signal.SIGHUP, lambda *_: self.call_later(self._hangup))
+                signal.signal(signal.SIGHUP, lambda *_: self._hangup())
             except ValueError:  # not the main thread (tests)
                 pass
         if self.attach_on_mount is not None:
@@ -409,11 +411,15 @@ class MiniMindApp(App):
         self.push_screen(QuitScreen(attached=self.session.kind == "attached"), decide)
 
     def _hangup(self) -> None:
-        if self.active and self.session.kind != "attached":
-            self._quit_after_run = "exit"
-            self.session.stop()
+        """The terminal is gone (SSH drop). Textual cannot shut down cleanly without it (it blocks
+        writing to the dead terminal), so leave without it: a run in another process goes on; a run
+        in this process is stopped at a step boundary and its resume state saved first."""
+        session = self.session
+        if session is not None and session.kind == "thread" and self.state in ACTIVE_STATES:
+            session.stop()
+            threading.Thread(target=lambda: (session.finished.wait(600), os._exit(0)), daemon=True).start()
         else:
-            self.exit()
+            os._exit(0)
 
     def on_unmount(self) -> None:
         # Never leave a training thread behind: it would keep the process alive after the UI is gone.

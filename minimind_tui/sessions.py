@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -60,12 +61,16 @@ class ThreadSession(Session):
 
         self.control = RunControl()
         self.trainer = Trainer(config, control=self.control, resume=resume, overrides=overrides)
+        self.finished = threading.Event()  # set once run() returns, whatever happened
 
     def run(self, emit: Emit) -> None:
-        self.trainer.prepare()  # MiniMindError here: bad input, reported before any work
-        self.run_dir = self.trainer.store.path
-        self.trainer.observers.append(emit)
-        self.trainer.run()
+        try:
+            self.trainer.prepare()  # MiniMindError here: bad input, reported before any work
+            self.run_dir = self.trainer.store.path
+            self.trainer.observers.append(emit)
+            self.trainer.run()
+        finally:
+            self.finished.set()
 
     def pause(self) -> None:
         self.control.pause()

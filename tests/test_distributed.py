@@ -183,7 +183,16 @@ def test_the_app_launches_a_multi_process_run_and_steers_it(tmp_path):
             await pilot.press("x")
             assert await until("stopped")
 
-    asyncio.run(scenario())
     store = RunStore(tmp_path / "out" / "runs" / "tui-ddp")
+    try:
+        asyncio.run(scenario())
+    finally:  # never leave a torchrun job behind, even when the test fails
+        if store.state() in ("running", "paused"):
+            store.send("resume")
+            store.send("stop")
+        for _ in range(600):
+            if store.state() not in ("running", "paused", "stopping"):
+                break
+            time.sleep(0.1)
     assert store.read_status()["state"] == "stopped"
     assert json.loads(store.config_path.read_text())["run"]["world_size"] == 2

@@ -1,5 +1,6 @@
 """The real app in a real terminal: tmux runs minimind-tui, we read the screen as a person would."""
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -89,3 +90,19 @@ def test_pause_stop_and_the_quit_question_at_80x24(tmp_path):
     runs = list((tmp_path / "out" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "checkpoints" / "resume.pt").is_file()
     assert '"state": "stopped"' in (runs[0] / "status.json").read_text()
+
+
+def test_an_ssh_drop_stops_and_saves_an_in_app_run_and_the_app_exits(tmp_path):
+    import psutil
+
+    term = Terminal(app_command(tmp_path, "--epochs", "400", "--save_interval", "0", "--start", "--launch", "thread",
+                                "--run-name", "drop"), tmp_path, 100, 30)
+    try:
+        term.wait_for("RUNNING")
+        shell = int(term.tmux(["list-panes", "-t", "t", "-F", "#{pane_pid}"]).stdout.split()[0])
+        [app] = [p for p in psutil.Process(shell).children(recursive=True) if "minimind_tui" in " ".join(p.cmdline())]
+    finally:
+        term.close()  # the terminal disappears: SIGHUP, as when an SSH connection drops
+    app.wait(timeout=60)
+    status = json.loads((tmp_path / "out" / "runs" / "drop" / "status.json").read_text())
+    assert status["state"] == "stopped" and (tmp_path / "out" / "runs" / "drop" / "checkpoints" / "resume.pt").is_file()
