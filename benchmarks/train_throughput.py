@@ -12,8 +12,6 @@ Variants run interleaved, `--repeats` rounds; medians are reported. Real tokens 
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import time
 
 import torch
@@ -98,7 +96,7 @@ def main() -> None:
             tps, pps = median_of(runs, "tokens_per_s"), median_of(runs, "positions_per_s")
             mfu = flops * pps / peaks[dtype]
             rows.append((name, variant, dtype, tps, pps, median_of(runs, "step_time"), tps / baseline, mfu))
-    print(f"\n| model | run | dtype | real tok/s | pos/s | step | vs classic | MFU |")
+    print("\n| model | run | dtype | real tok/s | pos/s | step | vs classic | MFU |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for name, variant, dtype, tps, pps, st, ratio, mfu in rows:
         print(f"| {name} | {variant} | {dtype} | {tps:,.0f} | {pps:,.0f} | {st * 1000:.0f} ms | {ratio:.2f}x | {mfu:.1%} |")

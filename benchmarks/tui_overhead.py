@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import io
 import tempfile
-from pathlib import Path
 
 import torch
 

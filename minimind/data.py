@@ -55,7 +55,7 @@ def check_data_file(path: str | os.PathLike) -> Path:
 
 def index_lines(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(starts, ends, line_numbers) of every non-empty line; ends exclude the newline."""
-    starts, ends = [], []
+    ends = []
     offset = 0
     with open(path, "rb") as f:
         while True:

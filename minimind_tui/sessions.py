@@ -23,7 +23,7 @@ from typing import Callable, Optional
 from minimind.config import RunConfig
 from minimind.engine.atomic import atomic_write_json
 from minimind.engine.control import RunControl
-from minimind.engine.events import Event, RunEnded
+from minimind.engine.events import Event
 from minimind.engine.run_store import RUNS_DIR, RunStore
 from minimind.engine.watch import RunTail
 from minimind.errors import MiniMindError

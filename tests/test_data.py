@@ -13,7 +13,7 @@ def test_known_text_gives_classic_x_y_mask(tmp_path, shipped_tokenizer):
     path = write_jsonl(tmp_path / "d.jsonl", [json.dumps({"text": "hello world"})])
     ds = PretrainDataset(path, tok, max_length=16)
     X, Y, mask = ds[0]
-    ids = tok(f"<s>hello world</s>").input_ids
+    ids = tok("<s>hello world</s>").input_ids
     n = len(ids)
     full = ids + [0] * (16 - n)
     assert X.tolist() == full[:-1] and Y.tolist() == full[1:]

@@ -189,7 +189,6 @@ def test_streaming_and_seeded_sampling():
 
 
 def test_top_p_keeps_only_the_nucleus():
-    model = tiny()
     torch.manual_seed(3)
     logits = torch.tensor([[5.0, 4.0, -10.0, -10.0]])
     from minimind.model import _sample

@@ -31,7 +31,6 @@ TINY = ["--dim", "32", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "48
 
 def make_case(tmp: Path, case: str) -> tuple[list[str], str]:
     """(extra CLI args, words the error must contain) for one bad input."""
-    corpus = tiny_corpus(tmp)
     if case == "missing data file":
         return ["--data_path", str(tmp / "nope.jsonl")], "does not exist"
     if case == "directory instead of a file":
@@ -172,7 +171,6 @@ def test_ten_megabyte_line_trains(tmp_path):
 
 
 def test_disk_full_during_a_save_fails_cleanly_and_keeps_the_previous_file(tmp_path, monkeypatch):
-    from minimind.engine import checkpoint
     from minimind.engine.trainer import Trainer
 
     config = tiny_config(tmp_path, epochs=1, save_interval=1)

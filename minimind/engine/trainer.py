@@ -18,7 +18,7 @@ import os
 import signal
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -208,7 +208,6 @@ class Trainer:
         """Train to the end, a stop request or a failure. Setup errors raise before any work."""
         if not hasattr(self, "model"):
             self.prepare()
-        train = self.config.train
         notes = list(self.precision.notes) + self.notes
         if self._resume_state is not None:
             saved_world = self._resume_state.get("world_size", 1)
