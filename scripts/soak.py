@@ -107,7 +107,8 @@ def main() -> None:
         "save_now_requests": sent["save"], "extra_weight_saves_seen": honoured_saves,
         "rss_peak_2nd_quarter_mib": round(first / 2**20), "rss_peak_last_quarter_mib": round(last / 2**20),
         "rss_growth": f"{growth:.1%}",
-        "rss_by_quarter_mib": [round(max(r for t, r in rss if t <= q * elapsed) / 2**20) for q in (0.25, 0.5, 0.75, 1.0)],
+        "rss_peak_up_to_each_quarter_mib": [round(max(r for t, r in rss if t <= q * elapsed) / 2**20)
+                                            for q in (0.25, 0.5, 0.75, 1.0)],
     }
     print(json.dumps(report, indent=2))
     ok = report["finished"] and not missed and growth < 0.05 and honoured_saves >= sent["save"] - 1
