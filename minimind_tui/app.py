@@ -317,8 +317,10 @@ class MiniMindApp(App):
             return
         from minimind.engine.run_store import RunStore
 
-        memory = ""
-        if self.session is not None and self.session.kind == "thread":
+        memory = ""  # only while the run lives: a finished run holds none
+        if not self.active:
+            pass
+        elif self.session.kind == "thread":
             import torch
 
             from minimind.engine.environment import memory_in_use
@@ -434,7 +436,10 @@ def _process_memory(pid) -> str:
     try:
         import psutil
 
-        return f"{psutil.Process(int(pid)).memory_info().rss / 2**30:.2f} GiB RSS (pid {pid})"
+        process = psutil.Process(int(pid))
+        if process.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped: it holds nothing
+            return ""
+        return f"{process.memory_info().rss / 2**30:.2f} GiB RSS (pid {pid})"
     except Exception:  # another host, or the process is gone
         return ""
 

@@ -30,6 +30,7 @@ from minimind.errors import MiniMindError
 
 Emit = Callable[[Event], None]
 POLL_S = 0.5  # how often a followed run directory is read
+REAP_S = 10.0  # how long a finished launched process may take to exit
 
 
 class Session:
@@ -108,8 +109,17 @@ class AttachedSession(Session):
             for event in tail.poll():
                 emit(event)
             if tail.ended is not None:
+                self._reap()
                 return
             time.sleep(POLL_S)
+
+    def _reap(self) -> None:
+        """Collect the exit status of a process this app launched, so it does not linger as a zombie."""
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=REAP_S)
+            except subprocess.TimeoutExpired:
+                pass  # still saving or tearing down: subprocess reaps it at a later Popen
 
     def _wait_for_run(self) -> Optional[RunStore]:
         """The run's store once its directory exists; a launched process that dies first is an error."""

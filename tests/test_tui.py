@@ -181,6 +181,12 @@ def test_a_real_training_run_through_the_app(tmp_path, launch):
             assert await wait_for(pilot, lambda: table.row_count == 12)
             assert "finished: 12/12 steps" in str(app.query_one("#progress-line").render())
             assert "weights" in str(app.query_one("#checkpoints").render())
+            # a finished run holds no memory, and a process the app launched is reaped, not left a zombie
+            device_line = app.query_one("#device-line")
+            assert await wait_for(pilot, lambda: "device cpu" in str(device_line.render())
+                                  and "memory" not in str(device_line.render()), 10)
+            if launch == "process":
+                assert await wait_for(pilot, lambda: app.session.process.returncode == 0, 15)
             await pilot.press("3")
             runs = app.query_one("#runs-table", DataTable)
             assert await wait_for(pilot, lambda: runs.row_count == 1)
