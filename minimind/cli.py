@@ -69,9 +69,10 @@ def command_for(config: RunConfig) -> str:
     import shlex
 
     defaults = RunConfig().flat()
+    flags = {s.name for s in field_specs()}
     parts = ["minimind", "train"]
     for name, value in config.flat().items():
-        if name not in {s.name for s in field_specs()} or value == defaults.get(name):
+        if name not in flags or value == defaults.get(name):
             continue
         if isinstance(value, bool):
             parts.append(f"--{name}" if value else f"--no_{name}")
@@ -112,10 +113,10 @@ def train(**values: Any) -> None:
     settings = given_settings(values)
     world = current_world()
     try:
-        if not world.distributed and _requested_nproc(values, settings) > 1:
+        nproc = 1 if world.distributed else _requested_nproc(values, settings)
+        if nproc > 1:
             import subprocess
 
-            nproc = _requested_nproc(values, settings)
             # torchrun starts the processes; each of them runs this same command and finds WORLD_SIZE set.
             raise typer.Exit(subprocess.run(torchrun_argv(nproc, _without_nproc(sys.argv[1:]))).returncode)
         resume = values.get("resume")
@@ -240,7 +241,7 @@ def runs_list(save_dir: str = SAVE_DIR_OPTION) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .console import format_duration
+    from .console import format_duration, format_loss, format_started
     from .engine.run_store import RunSummary, list_runs
 
     stores = list_runs(save_dir)
@@ -250,18 +251,11 @@ def runs_list(save_dir: str = SAVE_DIR_OPTION) -> None:
     table = Table(box=None, pad_edge=False)
     for col in ("run", "state", "steps", "last loss", "best loss", "duration", "started"):
         table.add_column(col, justify="right" if col in ("steps", "last loss", "best loss", "duration") else "left")
-    import time as _time
-
     for store in stores:
         s = RunSummary.of(store)
-        table.add_row(s.run_id, s.state, f"{s.global_step}/{s.total_steps}", _fmt_loss(s.last_loss),
-                      _fmt_loss(s.best_loss), format_duration(s.duration),
-                      _time.strftime("%Y-%m-%d %H:%M", _time.localtime(s.started)) if s.started else "-")
+        table.add_row(s.run_id, s.state, f"{s.global_step}/{s.total_steps}", format_loss(s.last_loss),
+                      format_loss(s.best_loss), format_duration(s.duration), format_started(s.started))
     Console(width=max(100, Console().width)).print(table)
-
-
-def _fmt_loss(x: Optional[float]) -> str:
-    return "-" if x is None else f"{x:.4f}"
 
 
 @runs_app.command("show")
@@ -269,7 +263,7 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
               width: int = typer.Option(80, help="plot width in characters"),
               height: int = typer.Option(16, help="plot height in lines")) -> None:
     """One run: settings, status, checkpoints and its loss curve."""
-    from .console import format_duration
+    from .console import format_duration, format_loss
     from .engine.run_store import RunSummary
 
     try:
@@ -281,7 +275,7 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
     m, t = config.model, config.train
     typer.echo(f"run        {s.run_id}  ({store.path})")
     typer.echo(f"state      {s.state}   steps {s.global_step}/{s.total_steps}   duration {format_duration(s.duration)}")
-    typer.echo(f"loss       last {_fmt_loss(s.last_loss)}   best {_fmt_loss(s.best_loss)}")
+    typer.echo(f"loss       last {format_loss(s.last_loss)}   best {format_loss(s.best_loss)}")
     typer.echo(f"model      dim {m.dim}, {m.n_layers} layers, seq {m.max_seq_len}" + (", MoE" if m.use_moe else ""))
     typer.echo(f"training   {t.epochs} epochs, batch {t.batch_size} x {t.accumulation_steps}, lr {t.learning_rate}, "
                f"{t.dtype}, data {t.data_path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Optional, TextIO
 
 from .engine.events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, StateChanged, StepLogged
@@ -23,6 +24,14 @@ def format_duration(seconds: Optional[float]) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_loss(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def format_started(timestamp: Optional[float]) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "-"
 
 
 def resume_command(run_dir: str) -> str:

@@ -8,6 +8,7 @@ Unlike MiniMind, the file is never loaded whole: an index of line offsets is bui
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -160,12 +161,7 @@ class PretrainDataset(Dataset):
         post = backend.post_processor
         if post is not None and post.num_special_tokens_to_add(False) > 0:
             return None
-        from tokenizers import Tokenizer
-
-        encoder = Tokenizer.from_str(backend.to_str())
-        encoder.no_truncation()
-        encoder.no_padding()
-        return encoder
+        return _plain_copy(backend)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -263,8 +259,6 @@ class TokenCache:
         self.texts, self.tokenizer = texts, tokenizer
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         stat = texts.path.stat()
-        import hashlib
-
         h = hashlib.sha256()
         h.update(f"{CACHE_FORMAT}|{texts.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
         h.update(_fingerprint(tokenizer).encode())
@@ -318,12 +312,17 @@ def _fingerprint(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return repr(sorted(tokenizer.get_vocab().items()))
+    return _plain_copy(backend).to_str()
+
+
+def _plain_copy(backend):
+    """A private copy of a Rust tokenizer without truncation or padding."""
     from tokenizers import Tokenizer
 
     copy = Tokenizer.from_str(backend.to_str())
     copy.no_truncation()
     copy.no_padding()
-    return copy.to_str()
+    return copy
 
 
 class PackedDataset(Dataset):

@@ -9,10 +9,8 @@ alike. A Llama checkpoint is the MiniMind2 layout with a Llama config.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -149,9 +147,10 @@ def save_state(state: dict, path: str | os.PathLike) -> None:
     if path.suffix == ".safetensors":
         from safetensors.torch import save
 
-        # safetensors refuses tensors that share memory (tied embeddings): store separate copies
+        # safetensors refuses tensors that share memory (tied embeddings): store separate copies.
+        # format=pt: what transformers expects of a PyTorch safetensors file.
         tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}
-        atomic_write(path, lambda f: f.write(save(tensors)))
+        atomic_write(path, lambda f: f.write(save(tensors, metadata={"format": "pt"})))
     else:
         atomic_torch_save({k: v.detach().contiguous() for k, v in state.items()}, path)
 
@@ -208,20 +207,20 @@ def export_hf(config: LMConfig, classic_state: dict, tokenizer, out_dir: str | o
     if config.use_moe:
         raise CheckpointError("MoE models are not supported for the Hugging Face Llama format (Llama has no "
                               "experts): export a dense model, or keep the MoE model in classic/MiniMind2 layout")
-    from safetensors.torch import save_file
+    from .engine.atomic import atomic_write, atomic_write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = classic_to_minimind2(classic_state, config.head_dim)
     state.pop("lm_head.weight")  # tied to model.embed_tokens.weight (tie_word_embeddings)
-    save_file({k: v.detach().float().contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(llama_config(config, tokenizer), indent=2) + "\n")
-    (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-         "pad_token_id": tokenizer.pad_token_id}, indent=2) + "\n")
+    save_state({k: v.float() for k, v in state.items()}, out / "model.safetensors")
+    atomic_write_json(out / "config.json", llama_config(config, tokenizer))
+    atomic_write_json(out / "generation_config.json", {
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id})
     source = Path(tokenizer_dir) if tokenizer_dir else Path(tokenizer.name_or_path)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (source / name).is_file():
-            shutil.copyfile(source / name, out / name)
+            data = (source / name).read_bytes()
+            atomic_write(out / name, lambda f: f.write(data))
     return out

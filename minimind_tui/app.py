@@ -20,7 +20,7 @@ from textual.widgets import Button, Footer, Static, TabbedContent, TabPane
 
 from minimind.config import RunConfig
 from minimind.engine.atomic import atomic_write_json
-from minimind.engine.events import RunEnded, RunStarted, StateChanged, StepLogged
+from minimind.engine.events import Alert, RunEnded, RunStarted, StateChanged, StepLogged
 from minimind.errors import MiniMindError
 
 from .messages import EngineEvent, SessionDone, SessionFailed
@@ -119,6 +119,7 @@ class MiniMindApp(App):
 
     def on_mount(self) -> None:
         self._status_bar = self.query_one(StatusBar)
+        self._train_view = self.query_one(TrainView)  # kept: engine events reach it every step
         form = self.query_one(ConfigForm)
         form.query_one("#launch-mode").value = self.initial_launch
         self.form_config, _ = form.validate()
@@ -153,7 +154,7 @@ class MiniMindApp(App):
         self.state = state
         if self._closing_down:
             return
-        self.query_one(StatusBar).show(state=state, run_id=run_id, details=details, where=self._where())
+        self._status_bar.show(state=state, run_id=run_id, details=details, where=self._where())
         self.query_one("#btn-start", Button).disabled = self.active
         self.refresh_bindings()
 
@@ -199,7 +200,7 @@ class MiniMindApp(App):
     def _begin(self, session: Session) -> None:
         self.session = session
         self.query_one("#run-error", Static).update("")
-        self.query_one(TrainView).reset()
+        self._train_view.reset()
         self._set_state("starting", run_id="", details="")
         self.query_one(TabbedContent).active = "train"
         self._run_session(session)
@@ -220,7 +221,7 @@ class MiniMindApp(App):
         if self._closing_down:
             return
         event = message.event
-        self.query_one(TrainView).handle(event)
+        self._train_view.handle(event)
         if isinstance(event, RunStarted):
             self.run_dir = Path(event.run_dir)
             self.run_device = f"{event.device}, {event.precision}"
@@ -236,7 +237,7 @@ class MiniMindApp(App):
             self._set_state(event.status)
             if event.status == "failed":
                 self.notify(f"run failed: {event.error}", severity="error", timeout=10)
-        elif type(event).__name__ == "Alert":
+        elif isinstance(event, Alert):
             self.notify(event.message, severity="error" if event.level == "error" else "warning", timeout=10)
         elif isinstance(event, StepLogged) and self.state == "starting":
             self._set_state("running")
@@ -315,21 +316,23 @@ class MiniMindApp(App):
     def _refresh_device_line(self) -> None:
         if not self.run_device or self._closing_down:
             return
-        from minimind.engine.run_store import RunStore
+        memory = self._run_memory() if self.active else ""  # a finished run holds none
+        self._train_view.show_device(f"device {self.run_device}" + (f"  ·  memory {memory}" if memory else ""))
 
-        memory = ""  # only while the run lives: a finished run holds none
-        if not self.active:
-            pass
-        elif self.session.kind == "thread":
+    def _run_memory(self) -> str:
+        """The live run's memory: this process's (or its GPU's) for a thread run, else its process's."""
+        if self.session.kind == "thread":
             import torch
 
             from minimind.engine.environment import memory_in_use
 
             device = getattr(getattr(self.session, "trainer", None), "precision", None)
-            memory = memory_in_use(device.device if device else torch.device("cpu"))
-        elif self.run_dir is not None:
-            memory = _process_memory(RunStore(self.run_dir).read_status().get("pid"))
-        self.query_one(TrainView).show_device(f"device {self.run_device}" + (f"  ·  memory {memory}" if memory else ""))
+            return memory_in_use(device.device if device else torch.device("cpu"))
+        if self.run_dir is None:
+            return ""
+        from minimind.engine.run_store import RunStore
+
+        return _process_memory(RunStore(self.run_dir).read_status().get("pid"))
 
     # ---- config file and command line ----------------------------------------------------------
     def action_copy_command(self) -> None:

@@ -234,3 +234,60 @@ def test_attach_to_a_headless_run_and_steer_it(tmp_path):
     finally:
         proc.kill()
     assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()
+
+
+def test_loss_curve_series_keeps_exact_emas_as_points_arrive():
+    import math
+
+    from minimind_tui.widgets.loss_curve import Series, stride_indices
+
+    losses = [9.0, 8.5, float("nan"), 7.25, 7.5, float("inf"), 6.0, 5.5]
+    series = Series()
+    for step, loss in enumerate(losses, 1):
+        series.add(step, loss)
+    finite = [(s, v) for s, v in enumerate(losses, 1) if math.isfinite(v)]
+    assert series.steps == [s for s, _ in finite]
+    for log, f in ((False, lambda v: v), (True, math.log10)):
+        avg = weight = 0.0  # TensorBoard's bias-corrected EMA, computed over the whole history at once
+        expected = []
+        for _, v in finite:
+            avg, weight = 0.9 * avg + 0.1 * f(v), 0.9 * weight + 0.1
+            expected.append(avg / weight)
+        assert series.values[log] == [f(v) for _, v in finite]
+        assert series.smoothed[log] == pytest.approx(expected, rel=1e-12)
+    assert series.smoothed[False][0] == 9.0  # bias-corrected: the first point is itself
+
+    assert list(stride_indices(5, 10)) == [0, 1, 2, 3, 4]
+    idx = stride_indices(100_001, 200)
+    assert len(idx) <= 201 and idx[0] == 0 and idx[-1] == 100_000
+
+
+def test_run_detail_overlays_another_runs_curve_under_its_own(tmp_path):
+    from textual.widgets import Select
+
+    from minimind.engine.trainer import Trainer
+    from minimind_tui.screens.run_detail import RunDetailScreen
+    from minimind_tui.widgets.loss_curve import LossCurve
+
+    config = tiny_config(tmp_path, epochs=1, save_interval=0)
+    first = Trainer(config.replace(run_name="first")).run()
+    second = Trainer(config.replace(run_name="second", learning_rate=1e-3)).run()
+    assert first.status == second.status == "finished"
+
+    async def scenario():
+        app = make_app(config)
+        async with app.run_test(size=SIZE) as pilot:
+            app.push_screen(RunDetailScreen(Path(first.run_dir), config.train.save_dir))
+            await pilot.pause(0.2)
+            curve = app.screen.query_one("#detail-curve", LossCurve)
+            assert list(curve.series) == ["first"] and len(curve.series["first"].steps) == first.global_step
+            app.screen.query_one("#overlay", Select).value = second.run_dir
+            assert await wait_for(pilot, lambda: list(curve.series) == ["second", "first"])  # its own drawn on top
+            curve.toggle_log_scale()
+            curve.rebuild()  # draws both curves and their EMAs on the log scale
+            drawn = curve.plt.build()
+            assert "(log10)" in drawn and "second EMA" in drawn and "first EMA" in drawn
+            app.screen.query_one("#overlay", Select).clear()
+            assert await wait_for(pilot, lambda: list(curve.series) == ["first"])
+
+    asyncio.run(scenario())

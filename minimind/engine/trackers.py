@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from ..config import TRACKERS
 from ..errors import MiniMindError
 from .atomic import atomic_write_json
 from .events import Event, RunEnded, RunStarted, StepLogged
 
-TRACKERS = ("none", "tensorboard", "wandb", "swanlab")
 INSTALL = {name: f'pip install "minimind-tui[{name}]"' for name in TRACKERS[1:]}
 IDS_FILE = "tracker.json"  # {"wandb": "<run id>", "swanlab": "<run id>"}
 

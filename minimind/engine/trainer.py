@@ -395,8 +395,7 @@ class Trainer:
         """Apply save/pause/stop requests between optimizer steps; True when the run must stop."""
         stop, paused, save = self._sync_control()
         if save:
-            self._save_weights()
-            self._save_resume(force=True)
+            self._save_now()
         if paused and not stop:
             self._emit(StateChanged("paused", "pause requested"))
             while paused and not stop:
@@ -405,8 +404,7 @@ class Trainer:
                     self.store.heartbeat()
                 stop, paused, save = self._sync_control()
                 if save:
-                    self._save_weights()
-                    self._save_resume(force=True)
+                    self._save_now()
             if not stop:
                 self._emit(StateChanged("running", "resumed"))
         if stop:
@@ -438,9 +436,14 @@ class Trainer:
         _writing(path, lambda: save_weights(self.model, path))
         self._emit(CheckpointSaved("weights", str(path), self.global_step))
         if time.monotonic() - self._last_resume_save >= self.config.train.resume_every_s or self._resume_saved_at < 0:
-            self._save_resume(force=True)
+            self._save_resume()
 
-    def _save_resume(self, force: bool = True) -> None:
+    def _save_now(self) -> None:
+        """A save-now request: weights and the exact-resume state."""
+        self._save_weights()
+        self._save_resume()
+
+    def _save_resume(self) -> None:
         if self.store is None or self._poisoned or self._resume_saved_at == self.global_step:
             return
         _writing(self.store.resume_path, lambda: save_resume_state(self.store.resume_path, self.state_dict()))

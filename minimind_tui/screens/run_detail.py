@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Select, Static
 
 from minimind.config import RunConfig
-from minimind.console import format_duration
+from minimind.console import format_duration, format_loss
 from minimind.engine.run_store import LIVE_STATES, RunStore, RunSummary, list_runs
 from minimind.errors import MiniMindError
 
@@ -42,7 +42,7 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
         others = [(st.run_id, str(st.path)) for st in reversed(list_runs(self.save_dir)) if st.path != self.store.path]
         with Vertical(classes="dialog full"):
             yield Static(f"run {s.run_id}  ·  {s.state}  ·  steps {s.global_step}/{s.total_steps}  ·  "
-                         f"last {_loss(s.last_loss)}  best {_loss(s.best_loss)}  ·  {format_duration(s.duration)}",
+                         f"last {format_loss(s.last_loss)}  best {format_loss(s.best_loss)}  ·  {format_duration(s.duration)}",
                          classes="dialog-title")
             yield Static(settings, id="detail-settings")
             yield LossCurve(title=f"loss {s.run_id}", id="detail-curve")
@@ -65,12 +65,12 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
     def on_select_changed(self, event: Select.Changed) -> None:
         curve = self.query_one("#detail-curve", LossCurve)
         for name in [n for n in curve.series if n != self.store.run_id]:
-            del curve.series[name]
+            curve.remove_series(name)
         if event.value is not Select.NULL:
             other = RunStore(Path(str(event.value)))
             metrics = other.read_metrics()
             curve.set_series(other.run_id, [m["global_step"] for m in metrics], [m["loss"] for m in metrics])
-        curve.set_series(self.store.run_id, *curve.series[self.store.run_id])
+        curve.bring_to_front(self.store.run_id)  # this run's curve over the overlay
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "back":
@@ -83,7 +83,3 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
 
     def action_smoothing(self) -> None:
         self.query_one("#detail-curve", LossCurve).toggle_smoothing()
-
-
-def _loss(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"

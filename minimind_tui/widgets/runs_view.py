@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from textual.app import ComposeResult
@@ -10,7 +9,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from minimind.console import format_duration
+from minimind.console import format_duration, format_loss, format_started
 from minimind.engine.run_store import RunSummary, list_runs
 
 COLUMNS = [("run", 22), ("state", 9), ("steps", 11), ("last loss", 9), ("best loss", 9), ("duration", 9),
@@ -46,9 +45,9 @@ class RunsView(Vertical):
         stores = list(reversed(list_runs(self.save_dir)))  # newest first
         for store in stores:
             s = RunSummary.of(store)
-            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.started)) if s.started else "-"
-            table.add_row(s.run_id, s.state, f"{s.global_step}/{s.total_steps}", _loss(s.last_loss),
-                          _loss(s.best_loss), format_duration(s.duration), started, key=str(store.path))
+            table.add_row(s.run_id, s.state, f"{s.global_step}/{s.total_steps}", format_loss(s.last_loss),
+                          format_loss(s.best_loss), format_duration(s.duration), format_started(s.started),
+                          key=str(store.path))
         if stores:
             table.move_cursor(row=min(selected, len(stores) - 1))
         self.query_one("#runs-title", Static).update(
@@ -58,7 +57,3 @@ class RunsView(Vertical):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.post_message(self.Open(Path(event.row_key.value)))
-
-
-def _loss(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
