@@ -3,6 +3,7 @@ training run measured from its own StepLogged events."""
 
 from __future__ import annotations
 
+import platform
 import statistics
 import sys
 import tempfile
@@ -16,14 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minimind.config import RunConfig  # noqa: E402
-from minimind.engine.events import StepLogged  # noqa: E402
 from minimind.engine.trainer import Trainer  # noqa: E402
+from minimind.events import StepLogged  # noqa: E402
 
 
 def machine() -> str:
-    import platform
-
-    cpu = torch.cpu.get_capabilities().get("cpu_name", platform.processor()) if hasattr(torch.cpu, "get_capabilities") else platform.processor()
+    cpu = platform.processor()
+    if hasattr(torch.cpu, "get_capabilities"):
+        cpu = torch.cpu.get_capabilities().get("cpu_name", cpu)
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from common import ROOT, machine
 
 CLASSIC_LOAD = """

@@ -13,12 +13,11 @@ import statistics
 import tempfile
 
 import torch
-
 from common import RunConfig, machine
 
 from minimind.engine.environment import cpu_has_fast_bf16
-from minimind.engine.events import StepLogged
 from minimind.engine.trainer import Trainer
+from minimind.events import StepLogged
 
 
 def curve(config: RunConfig) -> list[float]:

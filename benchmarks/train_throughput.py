@@ -15,14 +15,13 @@ import argparse
 import time
 
 import torch
-
 from common import RunConfig, interleave, machine, measure_trainer, median_of, peak_matmul_flops
 
 from minimind.data import PretrainDataset, resolve_data_path
 from minimind.engine.environment import cpu_has_fast_bf16
 from minimind.engine.loss import masked_lm_loss
 from minimind.engine.schedule import get_lr
-from minimind.model import MiniMindLM, flops_per_token
+from minimind.models.classic import MiniMindLM, flops_per_token
 from minimind.tokenizer import load_tokenizer
 
 MODELS = {"seed": dict(dim=512, n_layers=2, max_seq_len=512), "26m": dict(dim=512, n_layers=8, max_seq_len=512)}

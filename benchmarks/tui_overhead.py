@@ -18,14 +18,13 @@ import io
 import tempfile
 
 import torch
-
 from common import RunConfig, interleave, machine, median_of
 
 from minimind.console import ConsolePrinter
 from minimind.engine.environment import cpu_has_fast_bf16
-from minimind.engine.run_store import list_runs
 from minimind.engine.trainer import Trainer
-
+from minimind.events import END_STATES, RunState
+from minimind.storage.run_store import list_runs
 
 WARMUP_STEPS = 10
 
@@ -55,9 +54,9 @@ def tui(launch: str) -> dict:
     async def drive(save_dir: str) -> None:
         app = make_app(config(save_dir), start=True, launch=launch)
         async with app.run_test(size=(100, 30)):
-            while app.state not in ("finished", "failed"):
+            while app.state not in END_STATES:
                 await asyncio.sleep(0.5)  # not pilot.pause(): it makes every widget settle, extra work
-            assert app.state == "finished"
+            assert app.state == RunState.FINISHED
 
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(drive(tmp))

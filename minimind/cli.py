@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import inspect
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from .config import RunConfig, field_specs
+from .config import RunConfig, SamplingConfig
 from .errors import MiniMindError
+from .events import RunState
+from .formatting import resume_command
+from .options import CONFIG_FILE_OPTION, EXIT_FAILED, build_config, fail, given_settings, with_options
+
+# Commands import torch (through the engine, models and data) inside their bodies: it takes seconds
+# to load, and `--help`, `runs list` and the control commands do not need it.
 
 app = typer.Typer(help="Pretrain MiniMind-style language models: headless training and run tools.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -24,75 +31,7 @@ tokenizer_app = typer.Typer(help="Train a tokenizer.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(tokenizer_app, name="tokenizer")
 
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
 
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-# ---- training flags, generated from the config ----------------------------------------------------
-
-def config_options() -> list[inspect.Parameter]:
-    """One Typer option per config field (default None = "not given"), grouped as the form is."""
-    params = []
-    for spec in field_specs():
-        dashed = spec.name.replace("_", "-")
-        if spec.type is bool:
-            decls = [f"--{dashed}/--no-{dashed}"] + ([f"--{spec.name}/--no_{spec.name}"] if dashed != spec.name else [])
-        else:
-            decls = [f"--{dashed}"] + ([f"--{spec.name}"] if dashed != spec.name else [])
-        default = "empty" if spec.default is None else spec.default
-        help_text = f"{spec.help} (default: {str(default).lower() if spec.type is bool else default})"
-        option = typer.Option(None, *decls, help=help_text, rich_help_panel=spec.group, show_default=False)
-        params.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=Optional[spec.type]))
-    return params
-
-
-def given_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """The config flags that were actually passed."""
-    names = {spec.name for spec in field_specs()}
-    return {k: v for k, v in values.items() if k in names and v is not None}
-
-
-def build_config(config_file: Optional[Path], settings: dict[str, Any]) -> RunConfig:
-    """--config FILE (if any), then the flags on top of it."""
-    base = RunConfig.load(config_file) if config_file else RunConfig()
-    return base.replace(**settings) if settings else base
-
-
-def command_for(config: RunConfig) -> str:
-    """The `minimind train ...` line that reproduces `config` (only settings that differ from the seed)."""
-    import shlex
-
-    defaults = RunConfig().flat()
-    flags = {s.name for s in field_specs()}
-    parts = ["minimind", "train"]
-    for name, value in config.flat().items():
-        if name not in flags or value == defaults.get(name):
-            continue
-        if isinstance(value, bool):
-            parts.append(f"--{name}" if value else f"--no_{name}")
-        elif value is not None:
-            parts += [f"--{name}", shlex.quote(str(value))]
-    return " ".join(parts)
-
-
-def _with_options(extra: list[inspect.Parameter]):
-    """Give a command function the generated config options plus its own."""
-    def decorate(fn):
-        fn.__signature__ = inspect.Signature(extra + config_options())
-        return fn
-    return decorate
-
-
-CONFIG_FILE_OPTION = inspect.Parameter(
-    "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-    default=typer.Option(None, "--config", help="read settings from a JSON file (a run's config.json works); "
-                         "flags override it", rich_help_panel="run"))
 RESUME_OPTION = inspect.Parameter(
     "resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
     default=typer.Option(None, "--resume", help="continue a run exactly: its run directory, or 'auto' for the "
@@ -100,23 +39,20 @@ RESUME_OPTION = inspect.Parameter(
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
-@_with_options([CONFIG_FILE_OPTION, RESUME_OPTION])
+@with_options([CONFIG_FILE_OPTION, RESUME_OPTION])
 def train(**values: Any) -> None:
     """Train headless: the seed notebook's loop and log lines, recorded in a run directory."""
     from .console import ConsolePrinter
     from .engine.control import RunControl
-    from .engine.run_store import find_resumable
-    from .engine.trainer import Trainer
-
     from .engine.distributed import current_world, torchrun_argv
+    from .engine.trainer import Trainer
+    from .storage.run_store import find_resumable
 
     settings = given_settings(values)
     world = current_world()
     try:
         nproc = 1 if world.distributed else _requested_nproc(values, settings)
         if nproc > 1:
-            import subprocess
-
             # torchrun starts the processes; each of them runs this same command and finds WORLD_SIZE set.
             raise typer.Exit(subprocess.run(torchrun_argv(nproc, _without_nproc(sys.argv[1:]))).returncode)
         resume = values.get("resume")
@@ -133,7 +69,6 @@ def train(**values: Any) -> None:
             trainer = Trainer(control=RunControl(), resume=resume, overrides=settings)
         else:
             trainer = Trainer(build_config(values.get("config"), settings), control=RunControl())
-        trainer.prepare()
     except MiniMindError as e:
         fail(str(e))
     if world.is_main:  # rank 0 alone prints
@@ -144,7 +79,7 @@ def train(**values: Any) -> None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if ended.status == "failed":
+    if ended.status == RunState.FAILED:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -185,7 +120,7 @@ def _stop_on_signals(control) -> dict:
 
 def resolve_run(run: str, save_dir: str):
     """A run directory given as a path or as a run id under save_dir."""
-    from .engine.run_store import RUNS_DIR, RunStore
+    from .storage.run_store import RUNS_DIR, RunStore
 
     path = Path(run)
     if not path.is_dir() and (Path(save_dir) / RUNS_DIR / run).is_dir():
@@ -200,9 +135,12 @@ def _send(command: str, run: str, save_dir: str) -> None:
     try:
         store = resolve_run(run, save_dir)
         state = store.state()
-        if state not in ("running", "paused", "starting"):
-            fail(f"run {store.run_id} is not running (state: {state}): "
-                 + ("resume it with `minimind train --resume " + str(store.path) + "`" if store.resume_path.is_file() else "nothing to control"))
+        if not state.live:
+            hint = (f"resume it with `{resume_command(str(store.path))}`" if store.resume_path.is_file()
+                    else "nothing to control")
+            fail(f"run {store.run_id} is not running (state: {state}): {hint}")
+        if state == RunState.STOPPING:
+            fail(f"run {store.run_id} is already stopping: it saves its resume state and exits after this step")
         store.send(command)
     except MiniMindError as e:
         fail(str(e))
@@ -241,8 +179,8 @@ def runs_list(save_dir: str = SAVE_DIR_OPTION) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .console import format_duration, format_loss, format_started
-    from .engine.run_store import RunSummary, list_runs
+    from .formatting import format_duration, format_loss, format_started
+    from .storage.run_store import RunSummary, list_runs
 
     stores = list_runs(save_dir)
     if not stores:
@@ -263,8 +201,8 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
               width: int = typer.Option(80, help="plot width in characters"),
               height: int = typer.Option(16, help="plot height in lines")) -> None:
     """One run: settings, status, checkpoints and its loss curve."""
-    from .console import format_duration, format_loss
-    from .engine.run_store import RunSummary
+    from .formatting import format_duration, format_loss
+    from .storage.run_store import RunSummary
 
     try:
         store = resolve_run(run, save_dir)
@@ -281,8 +219,8 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
                f"{t.dtype}, data {t.data_path}")
     for kind, path in sorted(s.checkpoints.items()):
         typer.echo(f"checkpoint {kind}: {path}")
-    if s.resumable and s.state != "finished":
-        typer.echo(f"resume     minimind train --resume {store.path}")
+    if s.resumable and s.state != RunState.FINISHED:
+        typer.echo(f"resume     {resume_command(str(store.path))}")
     metrics = store.read_metrics()
     if len(metrics) >= 2:
         typer.echo(loss_plot([x["global_step"] for x in metrics], [x["loss"] for x in metrics], width, height))
@@ -306,7 +244,7 @@ def runs_export(run: str = typer.Argument(..., help="run directory or run id"), 
 
 
 def loss_plot(steps: list, losses: list, width: int, height: int) -> str:
-    import plotext as plt
+    import plotext as plt  # only `runs show` draws
 
     plt.clear_figure()
     plt.plot(steps, losses, marker="braille")
@@ -320,13 +258,17 @@ def loss_plot(steps: list, losses: list, width: int, height: int) -> str:
 
 # ---- sampling and tokenizer --------------------------------------------------------------------------
 
+SAMPLING = SamplingConfig()
+
+
 @app.command()
 def generate(source: Path = typer.Argument(..., help="a run directory or a weights .pth"),
              prompt: str = typer.Option("", "--prompt", "-p", help="text to continue"),
-             max_new_tokens: int = typer.Option(128, "--max-new-tokens", "--max_new_tokens", min=1),
-             temperature: float = typer.Option(0.75, min=0.0, help="0 = greedy"),
-             top_p: float = typer.Option(0.9, "--top-p", "--top_p", min=0.0, max=1.0),
-             repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", "--repetition_penalty", min=1.0),
+             max_new_tokens: int = typer.Option(SAMPLING.max_new_tokens, "--max-new-tokens", "--max_new_tokens", min=1),
+             temperature: float = typer.Option(SAMPLING.temperature, min=0.0, help="0 = greedy"),
+             top_p: float = typer.Option(SAMPLING.top_p, "--top-p", "--top_p", min=0.0, max=1.0),
+             repetition_penalty: float = typer.Option(SAMPLING.repetition_penalty, "--repetition-penalty",
+                                                      "--repetition_penalty", min=1.0),
              seed: Optional[int] = typer.Option(None, help="sampling seed (repeatable output)"),
              tokenizer: Optional[str] = typer.Option(None, help="tokenizer folder (default: the run's, else shipped)"),
              n_heads: int = typer.Option(8, "--n-heads", "--n_heads", help="heads, for a bare .pth (shapes cannot tell)"),

@@ -2,8 +2,9 @@
 
 `LMConfig` keeps MiniMind classic's field names and defaults. `TrainConfig` holds the seed
 notebook's training args (and the few this tool adds). `RunConfig` pairs them; it is what a run
-directory records and what `--config FILE` reads. Every field carries its help text and form group
-in its metadata, so the CLI and the TUI are generated from here and cannot drift apart.
+directory records and what `--config FILE` reads. Every field carries its policy in its metadata:
+help text, form group, choices, and whether a resumed run may change it. The CLI flags, the TUI
+form, `command_for` and the resume check are all generated from here and cannot drift apart.
 
 This module must stay importable without torch (the TUI form and `--help` use it).
 """
@@ -25,9 +26,14 @@ from .errors import ConfigError
 CONFIG_FORMAT = 1  # bump when a saved config can no longer be read by the loader below
 
 
-def _opt(default: Any, help: str, group: str, **extra: Any) -> Any:
-    """A dataclass field whose metadata feeds the CLI flag and the TUI form field."""
-    return field(default=default, metadata={"help": help, "group": group, **extra})
+def _opt(default: Any, help: str, group: str, *, resume: bool = False, choices: tuple | None = None,
+         flag: bool = True) -> Any:
+    """A dataclass field whose metadata feeds the CLI flag, the TUI form field and the resume check.
+
+    resume=True: a resumed run may change it (it does not alter what the model learns).
+    flag=False: not user-settable (no flag, no form field)."""
+    return field(default=default, metadata={"help": help, "group": group, "resume": resume, "choices": choices,
+                                            "flag": flag})
 
 
 @dataclass
@@ -102,7 +108,7 @@ class LMConfig:
 
 
 # The seed notebook trains a smaller model than LMConfig's defaults describe.
-SEED_MODEL_DEFAULTS = {"dim": 512, "n_layers": 2, "max_seq_len": 512, "use_moe": False}
+SEED_MODEL_DEFAULTS: dict[str, Any] = {"dim": 512, "n_layers": 2, "max_seq_len": 512, "use_moe": False}
 
 DTYPES = ("float32", "bfloat16", "float16")
 ON_NAN = ("pause", "stop")
@@ -115,7 +121,7 @@ class TrainConfig:
 
     data_path: str = _opt("./toydata/pretrain_data.jsonl", "JSONL corpus, one {\"text\": ...} per line", "data")
     tokenizer: Optional[str] = _opt(None, "tokenizer folder (empty = the shipped MiniMind-style one)", "data")
-    num_workers: int = _opt(1, "DataLoader worker processes (0 = load in the training process)", "data")
+    num_workers: int = _opt(1, "DataLoader worker processes (0 = load in the training process)", "data", resume=True)
     shuffle: bool = _opt(False, "shuffle documents each epoch (seeded; the seed notebook does not)", "data")
     packing: bool = _opt(False, "concatenate documents (eos-separated) into full rows: no padding waste "
                          "(MiniMind pads each document)", "data")
@@ -126,26 +132,26 @@ class TrainConfig:
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 = no clipping)", "optimisation")
     warmup_iters: int = _opt(0, "linear warm-up steps before the cosine schedule (0 = none, as MiniMind)", "optimisation")
     seed: int = _opt(42, "random seed, set before the model is built", "optimisation")
-    device: str = _opt("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", "precision")
+    device: str = _opt("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", "precision", resume=True)
     dtype: str = _opt("bfloat16", "autocast dtype: bfloat16 (CUDA, and CPUs with fast bf16), float16 "
                       "(CUDA) or float32", "precision", choices=DTYPES)
     compile: bool = _opt(False, "torch.compile the model (pays off on CUDA; on CPU it mostly adds "
-                         "compile time)", "precision")
-    save_dir: str = _opt("./output", "where weights and run records go", "checkpoints")
+                         "compile time)", "precision", resume=True)
+    save_dir: str = _opt("./output", "where weights and run records go", "checkpoints", resume=True)
     save_weight: str = _opt("minimind_pretrain", "weights file prefix: {save_weight}_{dim}[_moe].pth", "checkpoints")
-    save_interval: int = _opt(1, "save weights every N steps (0 = never)", "checkpoints")
+    save_interval: int = _opt(1, "save weights every N steps (0 = never)", "checkpoints", resume=True)
     init_from: Optional[str] = _opt(None, "start from these weights (a classic .pth)", "checkpoints")
     resume_every_s: float = _opt(60.0, "at most one exact-resume save per this many seconds at weight saves "
-                                 "(always at stop, save-now and the end)", "checkpoints")
+                                 "(always at stop, save-now and the end)", "checkpoints", resume=True)
     nproc: int = _opt(1, "training processes on this machine (>1 launches torchrun: one per GPU, or CPU "
-                      "processes with gloo)", "run")
-    log_interval: int = _opt(1, "print and record metrics every N steps", "run")
-    run_name: Optional[str] = _opt(None, "name of the run directory (empty = a timestamp)", "run")
-    on_nan: str = _opt("pause", "on a NaN/inf loss: pause (resume or stop later) or stop", "run", choices=ON_NAN)
+                      "processes with gloo)", "run", resume=True)
+    log_interval: int = _opt(1, "print and record metrics every N steps", "run", resume=True)
+    run_name: Optional[str] = _opt(None, "name of the run directory (empty = a timestamp)", "run", resume=True)
+    on_nan: str = _opt("pause", "on a NaN/inf loss: pause (resume or stop later) or stop", "run", choices=ON_NAN, resume=True)
     tracker: str = _opt("none", "also log to: none, tensorboard (event files in the run directory), wandb or "
-                        "swanlab (optional extras)", "run", choices=TRACKERS)
-    use_wandb: bool = _opt(False, "the seed's spelling of --tracker wandb", "run")
-    wandb_project: str = _opt("MiniMind-Notebook", "W&B / SwanLab project (the seed's default)", "run")
+                        "swanlab (optional extras)", "run", choices=TRACKERS, resume=True)
+    use_wandb: bool = _opt(False, "the seed's spelling of --tracker wandb", "run", resume=True)
+    wandb_project: str = _opt("MiniMind-Notebook", "W&B / SwanLab project (the seed's default)", "run", resume=True)
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -158,7 +164,7 @@ class TrainConfig:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ConfigError("device", f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
         for name in ("dtype", "on_nan", "tracker"):
-            choices = _meta(TrainConfig, name)["choices"]
+            choices = TRAIN_FIELDS[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ConfigError(name, f"{getattr(self, name)!r} is not one of {', '.join(choices)}")
         if not self.data_path:
@@ -242,7 +248,13 @@ class RunConfig:
 
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(LMConfig)}
 TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-GROUPS = ("model", "moe", "data", "optimisation", "precision", "checkpoints", "run")
+# Form groups in display order, with their titles (the CLI's help panels use the keys).
+GROUPS = {
+    "model": "Model", "moe": "Mixture of experts", "data": "Data", "optimisation": "Optimisation",
+    "precision": "Device and precision", "checkpoints": "Checkpoints", "run": "Run",
+}
+# Settings a resumed run may change: declared beside each field (resume=True).
+RESUME_OVERRIDABLE = frozenset(name for name, f in {**MODEL_FIELDS, **TRAIN_FIELDS}.items() if f.metadata["resume"])
 
 
 @dataclass(frozen=True)
@@ -256,6 +268,13 @@ class FieldSpec:
     help: str
     group: str
     choices: tuple | None
+    resume: bool  # a resumed run may change it
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The CLI spellings: MiniMind's (--batch_size) first, then Typer's (--batch-size)."""
+        dashed = self.name.replace("_", "-")
+        return (f"--{self.name}",) + ((f"--{dashed}",) if dashed != self.name else ())
 
 
 def field_specs() -> list[FieldSpec]:
@@ -264,13 +283,23 @@ def field_specs() -> list[FieldSpec]:
     for cls in (LMConfig, TrainConfig):
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if not f.metadata.get("flag", True):
+            if not f.metadata["flag"]:
                 continue
             base, optional = _unwrap_optional(hints[f.name])
             default = SEED_MODEL_DEFAULTS.get(f.name, f.default) if cls is LMConfig else f.default
-            specs.append(FieldSpec(f.name, base, optional, default, f.metadata["help"],
-                                   f.metadata["group"], f.metadata.get("choices")))
+            specs.append(FieldSpec(f.name, base, optional, default, f.metadata["help"], f.metadata["group"],
+                                   f.metadata["choices"], f.metadata["resume"]))
     return specs
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Defaults for sampling text (`minimind generate`, the TUI's Sample screen), in one place."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.75  # 0 = greedy
+    top_p: float = 0.9
+    repetition_penalty: float = 1.0
 
 
 def parse_value(spec: FieldSpec, text: str) -> Any:
@@ -301,10 +330,6 @@ def _unwrap_optional(tp: Any) -> tuple[type, bool]:
     if type(None) in args:
         return next(a for a in args if a is not type(None)), True
     return tp, False
-
-
-def _meta(cls: type, name: str) -> dict:
-    return {f.name: f for f in dataclasses.fields(cls)}[name].metadata
 
 
 def _coerce_fields(obj: Any) -> None:

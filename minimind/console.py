@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Optional, TextIO
 
-from .engine.events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, StateChanged, StepLogged
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from .events import Alert, CheckpointSaved, EventHandler, RunEnded, RunStarted, RunState, StateChanged, StepLogged
+from .formatting import resume_command
 
 
 def classic_log_line(e: StepLogged) -> str:
@@ -17,40 +20,14 @@ def classic_log_line(e: StepLogged) -> str:
             f"epoch_time: {eta_min:.1f}min")
 
 
-def format_duration(seconds: Optional[float]) -> str:
-    if seconds is None or seconds != seconds:
-        return "-"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def format_loss(x: Optional[float]) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
-def format_started(timestamp: Optional[float]) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "-"
-
-
-def resume_command(run_dir: str) -> str:
-    return f"minimind train --resume {run_dir}"
-
-
-class ConsolePrinter:
+class ConsolePrinter(EventHandler):
     """Prints events as lines; on a terminal also keeps a progress bar at the bottom."""
 
     def __init__(self, out: Optional[TextIO] = None, err: Optional[TextIO] = None, progress: Optional[bool] = None):
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.use_progress = self.out.isatty() if progress is None else progress
-        self._progress = None
-        self._task = None
-
-    def __call__(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{event.event_name}", None)
-        if handler:
-            handler(event)
+        self._progress: Optional[Progress] = None
+        self._task: Optional[TaskID] = None
 
     def _print(self, line: str, err: bool = False) -> None:
         if self._progress is not None:
@@ -59,7 +36,7 @@ class ConsolePrinter:
         else:
             print(line, file=self.err if err else self.out, flush=True)
 
-    def _on_RunStarted(self, e: RunStarted) -> None:
+    def on_run_started(self, e: RunStarted) -> None:
         model = e.config["model"]
         kind = (f"MoE {model['n_routed_experts']} experts top-{model['num_experts_per_tok']}"
                 if model["use_moe"] else "dense")
@@ -72,38 +49,36 @@ class ConsolePrinter:
         for note in e.notes:
             self._print(f"note     {note}")
         if self.use_progress:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                console=Console(file=self.out), transient=True)
+            self._task = progress.add_task("training", total=e.total_steps, completed=e.start_step)
+            progress.start()
+            self._progress = progress
 
-            self._progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                      console=Console(file=self.out), transient=True)
-            self._task = self._progress.add_task("training", total=e.total_steps, completed=e.start_step)
-            self._progress.start()
-
-    def _on_StepLogged(self, e: StepLogged) -> None:
+    def on_step_logged(self, e: StepLogged) -> None:
         self._print(classic_log_line(e))
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=e.global_step,
                                   description=f"loss {e.loss:.4f}  {e.tokens_per_s:,.0f} tok/s")
 
-    def _on_CheckpointSaved(self, e: CheckpointSaved) -> None:
+    def on_checkpoint_saved(self, e: CheckpointSaved) -> None:
         if e.kind == "weights":
             self._print(f"saved weights: {e.path} (step {e.global_step})")
 
-    def _on_StateChanged(self, e: StateChanged) -> None:
+    def on_state_changed(self, e: StateChanged) -> None:
         self._print(f"{e.state}" + (f": {e.reason}" if e.reason else ""))
 
-    def _on_Alert(self, e: Alert) -> None:
+    def on_alert(self, e: Alert) -> None:
         self._print(f"{e.level}: {e.message}", err=True)
 
-    def _on_RunEnded(self, e: RunEnded) -> None:
+    def on_run_ended(self, e: RunEnded) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        if e.status == "finished":
+        if e.status == RunState.FINISHED:
             self._print(f"finished {e.global_step}/{e.total_steps} steps; run record: {e.run_dir}")
-        elif e.status == "stopped":
+        elif e.status == RunState.STOPPED:
             hint = f"; resume with: {resume_command(e.run_dir)}" if e.resumable else ""
             self._print(f"stopped at step {e.global_step}/{e.total_steps}{hint}")
         else:

@@ -11,14 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
+from .config import TrainConfig
 from .errors import DataError
+from .storage.atomic import atomic_write
 
 _CHUNK = 64 << 20  # bytes read at a time while indexing
 _BOM = b"\xef\xbb\xbf"
@@ -27,8 +32,6 @@ _BOM = b"\xef\xbb\xbf"
 def resolve_data_path(path: str | os.PathLike) -> Path:
     """The path as given; the default ./toydata path falls back to the copy bundled with the package,
     so `minimind train` works from any folder."""
-    from .config import TrainConfig
-
     p = Path(path)
     if p.exists() or str(path) != TrainConfig.data_path:
         return p
@@ -106,8 +109,9 @@ class JsonlTexts:
         return self._fd
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None and self._fd_pid == os.getpid():
-            os.close(self._fd)
+        fd = getattr(self, "_fd", None)
+        if fd is not None and self._fd_pid == os.getpid():
+            os.close(fd)
 
     def text(self, index: int) -> str:
         start, end = int(self.starts[index]), int(self.ends[index])
@@ -276,8 +280,6 @@ class TokenCache:
         return np.memmap(self.path, dtype=self.dtype, mode="r")
 
     def _build(self) -> None:
-        from .engine.atomic import atomic_write
-
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -317,8 +319,6 @@ def _fingerprint(tokenizer) -> str:
 
 def _plain_copy(backend):
     """A private copy of a Rust tokenizer without truncation or padding."""
-    from tokenizers import Tokenizer
-
     copy = Tokenizer.from_str(backend.to_str())
     copy.no_truncation()
     copy.no_padding()
@@ -351,3 +351,45 @@ class PackedDataset(Dataset):
         mask = torch.zeros(self.max_length - 1, dtype=torch.long)
         mask[:real] = 1
         return chunk[:-1], chunk[1:], mask
+
+
+# ---- one way to turn a corpus file into rows -------------------------------------------------------
+
+VALIDATE_ALL_BELOW = 64 << 20  # corpora smaller than this are checked line by line before training
+
+
+class Rows(Protocol):
+    """What a DataLoader reads: indexable (X, Y, loss_mask) rows with a length."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass
+class TrainingSet:
+    """A corpus ready for a DataLoader: its documents and the rows cut from them."""
+
+    documents: PretrainDataset  # one padded row per document (MiniMind's PretrainDataset)
+    rows: Rows  # what the loader reads: `documents` itself, or packed rows
+    note: Optional[str] = None  # one line worth telling (how packing went)
+
+    @property
+    def path(self) -> Path:
+        return self.documents.path
+
+
+def build_training_set(path: str | os.PathLike, tokenizer, max_seq_len: int, packing: bool) -> TrainingSet:
+    """Check and index a corpus and build its rows; raise DataError before any work."""
+    documents = PretrainDataset(resolve_data_path(path), tokenizer, max_seq_len)
+    texts = documents.texts
+    texts.validate(None if texts.path.stat().st_size < VALIDATE_ALL_BELOW else 1000)
+    if not packing:
+        return TrainingSet(documents, documents)
+    started = time.perf_counter()
+    cache = TokenCache(texts, tokenizer)
+    tokens = cache.load()
+    rows = PackedDataset(tokens, max_seq_len, tokenizer.pad_token_id)
+    how = f"built in {time.perf_counter() - started:.1f} s" if cache.built else "reused"
+    return TrainingSet(documents, rows, f"packing: {len(tokens):,} tokens into {len(rows)} rows of {max_seq_len} "
+                                        f"(token cache {how}: {cache.path})")

@@ -10,10 +10,11 @@ from typing import Iterator, Optional
 import torch
 
 from .config import LMConfig, RunConfig
-from .engine.checkpoint import apply_weights, load_resume_state, load_weights, weights_path
-from .engine.run_store import RunStore
 from .errors import CheckpointError
-from .model import MiniMindLM
+from .interop import load_state, to_classic
+from .models.classic import MiniMindLM
+from .storage.checkpoint import apply_weights, load_resume_state, load_weights, weights_path
+from .storage.run_store import RunStore
 
 
 def infer_config(state: dict[str, torch.Tensor], n_heads: int = 8, **given) -> LMConfig:
@@ -35,7 +36,7 @@ def infer_config(state: dict[str, torch.Tensor], n_heads: int = 8, **given) -> L
         w1 = state["layers.0.feed_forward.w1.weight"]
         moe = {}
     head_dim = dim // n_heads
-    values = dict(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=max(kv_rows // max(head_dim, 1), 1),
+    values: dict = dict(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=max(kv_rows // max(head_dim, 1), 1),
                   vocab_size=vocab_size, hidden_dim=w1.shape[0], use_moe=use_moe, **moe)
     values.update(given)
     return LMConfig(**values)
@@ -58,8 +59,6 @@ def load_model(source: str | os.PathLike, n_heads: int = 8, device: str = "cpu")
         state, run_config = load_run_weights(path)
         config = run_config.model
     else:
-        from .interop import load_state, to_classic
-
         run_config = None
         state = to_classic(load_state(path), n_heads)  # classic or MiniMind2 layout
         config = infer_config(state, n_heads=n_heads)

@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from .config import LMConfig
 from .errors import CheckpointError
+from .storage.atomic import atomic_write, atomic_write_bytes, atomic_write_json
+from .storage.checkpoint import atomic_torch_save, load_weights
 
 # classic suffix -> MiniMind2 / Llama suffix, inside layers.{i}.
 _LAYER_KEYS = {
@@ -141,12 +145,8 @@ def to_classic(state: dict, n_heads: int) -> dict:
 
 def save_state(state: dict, path: str | os.PathLike) -> None:
     """.safetensors or .pth (torch.save) by extension, written atomically."""
-    from .engine.atomic import atomic_torch_save, atomic_write
-
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import save
-
         # safetensors refuses tensors that share memory (tied embeddings): store separate copies.
         # format=pt: what transformers expects of a PyTorch safetensors file.
         tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}
@@ -159,15 +159,10 @@ def load_state(path: str | os.PathLike) -> dict:
     """A weights file, .safetensors or .pth (the latter only with torch.load(weights_only=True))."""
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"weights file {path} is not valid safetensors ({e}): re-export it") from None
-    from .engine.checkpoint import load_weights
-
     return load_weights(path)
 
 
@@ -207,8 +202,6 @@ def export_hf(config: LMConfig, classic_state: dict, tokenizer, out_dir: str | o
     if config.use_moe:
         raise CheckpointError("MoE models are not supported for the Hugging Face Llama format (Llama has no "
                               "experts): export a dense model, or keep the MoE model in classic/MiniMind2 layout")
-    from .engine.atomic import atomic_write, atomic_write_json
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = classic_to_minimind2(classic_state, config.head_dim)
@@ -221,6 +214,5 @@ def export_hf(config: LMConfig, classic_state: dict, tokenizer, out_dir: str | o
     source = Path(tokenizer_dir) if tokenizer_dir else Path(tokenizer.name_or_path)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (source / name).is_file():
-            data = (source / name).read_bytes()
-            atomic_write(out / name, lambda f: f.write(data))
+            atomic_write_bytes(out / name, (source / name).read_bytes())
     return out

@@ -12,16 +12,20 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
+import psutil
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.reactive import reactive
 from textual.widgets import Button, Footer, Static, TabbedContent, TabPane
 
 from minimind.config import RunConfig
-from minimind.engine.atomic import atomic_write_json
-from minimind.engine.events import Alert, RunEnded, RunStarted, StateChanged, StepLogged
 from minimind.errors import MiniMindError
+from minimind.events import Alert, Event, EventHandler, RunEnded, RunStarted, RunState, StateChanged, StepLogged
+from minimind.options import command_for
+from minimind.storage.atomic import atomic_write_json
+from minimind.storage.run_store import RunStore
 
 from .messages import EngineEvent, SessionDone, SessionFailed
 from .screens.path_dialog import PathScreen
@@ -29,13 +33,12 @@ from .screens.quit_dialog import QuitScreen
 from .screens.run_detail import RunDetailScreen
 from .screens.sample import SampleScreen
 from .screens.text_dialog import TextScreen
-from .sessions import AttachedSession, Session, ThreadSession, launch_new_run, launch_resume
+from .sessions import AttachedSession, Session, SessionKind, ThreadSession, launch_new_run, launch_resume
 from .widgets.config_form import ConfigForm
 from .widgets.runs_view import RunsView
 from .widgets.status_bar import StatusBar
 from .widgets.train_view import TrainView
 
-ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 DEVICE_REFRESH_S = 2.0
 NARROW_BELOW = 150  # columns: below this the steps table and the curve stack
 
@@ -43,13 +46,17 @@ NARROW_BELOW = 150  # columns: below this the steps table and the curve stack
 def default_session_factory(kind: str, config: Optional[RunConfig] = None, run_dir: Optional[Path] = None) -> Session:
     """kind: "thread" (train here), "process" (a detached minimind train), "resume-thread",
     "resume-process" or "attach"."""
-    if kind == "thread":
+    if kind in ("thread", "process"):
+        if config is None:
+            raise ValueError(f"a {kind} session needs a config")
+        if kind == "process":
+            return launch_new_run(config)
         if config.train.nproc > 1:
             raise MiniMindError(f"nproc {config.train.nproc}: several processes run under torchrun, so set launch "
                                 "to 'background process'")
         return ThreadSession(config)
-    if kind == "process":
-        return launch_new_run(config)
+    if run_dir is None:
+        raise ValueError(f"a {kind} session needs a run directory")
     if kind == "resume-thread":
         return ThreadSession(resume=run_dir)
     if kind == "resume-process":
@@ -84,6 +91,10 @@ class MiniMindApp(App):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
+    # The current run's state; changing it refreshes the status line, the Start button and which
+    # key bindings are enabled.
+    state: reactive[RunState] = reactive(RunState.IDLE, bindings=True, init=False)
+
     def __init__(self, config: Optional[RunConfig] = None, start: bool = False, attach: Optional[Path] = None,
                  session_factory: SessionFactory = default_session_factory, launch: str = "process") -> None:
         super().__init__()
@@ -93,36 +104,41 @@ class MiniMindApp(App):
         self.session_factory = session_factory
         self.initial_launch = launch
         self.session: Optional[Session] = None
-        self.state = "idle"
         self.form_config: Optional[RunConfig] = self.initial_config
         self.run_dir: Optional[Path] = None
         self.run_device = ""
+        self._leaving = False  # exit() was called: late messages must not touch the widgets
         self._quit_after_run: Optional[str] = None  # "exit" or "keep" once the current run has stopped
+        self._events = _EventRouter(self)
 
     # ---- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield StatusBar(id="status-bar")
-        with TabbedContent(initial="config", id="tabs"):
+        # The app keeps its widgets and talks to them through their methods.
+        self._status_bar = StatusBar(id="status-bar")
+        self._tabs = TabbedContent(initial="config", id="tabs")
+        self._start_button = Button("Start (s)", id="btn-start", variant="success", compact=True)
+        self._run_error = Static("", id="run-error", classes="form-error")
+        self._form = ConfigForm(self.initial_config, launch=self.initial_launch, id="form")
+        self._train_view = TrainView(id="train-view")
+        self._runs_view = RunsView(self.initial_config.train.save_dir, id="runs-view")
+        yield self._status_bar
+        with self._tabs:
             with TabPane("Config", id="config"):
                 with Horizontal(id="form-buttons"):
-                    yield Button("Start (s)", id="btn-start", variant="success", compact=True)
+                    yield self._start_button
                     yield Button("Command (y)", id="btn-command", compact=True)
                     yield Button("Save config (w)", id="btn-save", compact=True)
                     yield Button("Load config (o)", id="btn-load", compact=True)
-                yield Static("", id="run-error", classes="form-error")
-                yield ConfigForm(self.initial_config, id="form")
+                yield self._run_error
+                yield self._form
             with TabPane("Train", id="train"):
-                yield TrainView(id="train-view")
+                yield self._train_view
             with TabPane("Runs", id="runs"):
-                yield RunsView(self.initial_config.train.save_dir, id="runs-view")
+                yield self._runs_view
         yield Footer()
 
     def on_mount(self) -> None:
-        self._status_bar = self.query_one(StatusBar)
-        self._train_view = self.query_one(TrainView)  # kept: engine events reach it every step
-        form = self.query_one(ConfigForm)
-        form.query_one("#launch-mode").value = self.initial_launch
-        self.form_config, _ = form.validate()
+        self.form_config, _ = self._form.validate()
         self._apply_layout(self.size.width)
         self.set_interval(DEVICE_REFRESH_S, self._refresh_device_line)
         if hasattr(signal, "SIGHUP"):  # an SSH drop: stop and save instead of losing the run
@@ -139,40 +155,49 @@ class MiniMindApp(App):
         self._apply_layout(event.size.width)
 
     def _apply_layout(self, width: int) -> None:
-        self.query_one("#live").set_class(width < NARROW_BELOW, "-stacked")
+        if self._train_view.is_mounted:
+            self._train_view.set_stacked(width < NARROW_BELOW)
 
     # ---- state -------------------------------------------------------------------------------
+    def exit(self, *args, **kwargs) -> None:
+        self._leaving = True
+        super().exit(*args, **kwargs)
+
     @property
     def _closing_down(self) -> bool:
         """Exiting: the widgets are going away, late messages must not touch them."""
-        if self.return_code is not None or self._exit or self._closing:
+        if self._leaving:
             return True
         bar = getattr(self, "_status_bar", None)  # Pilot's shutdown tears down without exit()
         return bar is None or not bar.is_attached
 
-    def _set_state(self, state: str, run_id: Optional[str] = None, details: Optional[str] = None) -> None:
+    def _set_state(self, state: RunState, run_id: Optional[str] = None, details: Optional[str] = None) -> None:
+        if run_id is not None or details is not None:
+            self._status_bar.show(run_id=run_id, details=details)
         self.state = state
+        self.watch_state(state)  # also when unchanged: the run or its details may be new
+
+    def watch_state(self, state: RunState) -> None:
         if self._closing_down:
             return
-        self._status_bar.show(state=state, run_id=run_id, details=details, where=self._where())
-        self.query_one("#btn-start", Button).disabled = self.active
-        self.refresh_bindings()
+        self._status_bar.show(state=state, where=self._where())
+        self._start_button.disabled = self.active
 
     def _where(self) -> str:
         """How the current run relates to this app, for the status bar."""
-        if self.session is None or self.session.kind != "attached":
+        if self.session is None or self.session.kind != SessionKind.ATTACHED:
             return ""
         return "background process" if getattr(self.session, "process", None) is not None else "attached"
 
     @property
     def active(self) -> bool:
-        return self.session is not None and self.state in ACTIVE_STATES
+        return self.session is not None and self.state.live
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "start":
             return True if not self.active and self.form_config is not None else None
         if action in ("pause_resume", "stop", "save_now"):
-            return True if self.active and self.state != "stopping" else None
+            return True if self.active and self.state != RunState.STOPPING else None
         return True
 
     # ---- starting ----------------------------------------------------------------------------
@@ -183,15 +208,15 @@ class MiniMindApp(App):
         if self.active:
             self.notify("a run is already active: stop it first", severity="warning")
             return
-        form = self.query_one(ConfigForm)
-        config, error = form.validate()
+        config, error = self._form.validate()
         if error is not None or config is None:
-            self.query_one(TabbedContent).active = "config"
-            form.focus_field(error.field) if error and error.field in form.specs else None
+            self._tabs.active = "config"
+            if error is not None:
+                self._form.focus_field(error.field)
             self.notify(f"cannot start: {error}", severity="error")
             return
         try:
-            session = self._make_session(form.launch_mode, config=config)
+            session = self._make_session(self._form.launch_mode, config=config)
         except MiniMindError as e:
             self._show_failure(str(e))
             return
@@ -199,16 +224,19 @@ class MiniMindApp(App):
 
     def _begin(self, session: Session) -> None:
         self.session = session
-        self.query_one("#run-error", Static).update("")
+        self._run_error.update("")
         self._train_view.reset()
-        self._set_state("starting", run_id="", details="")
-        self.query_one(TabbedContent).active = "train"
+        self._set_state(RunState.STARTING, run_id="", details="")
+        self._tabs.active = "train"
         self._run_session(session)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="session")
     def _run_session(self, session: Session) -> None:
+        def emit(event: Event) -> None:
+            self.post_message(EngineEvent(event))
+
         try:
-            session.run(lambda event: self.post_message(EngineEvent(event)))
+            session.run(emit)
         except MiniMindError as e:
             self.post_message(SessionFailed(str(e)))
         except Exception as e:  # a bug: say so in one line, keep the app alive
@@ -220,44 +248,25 @@ class MiniMindApp(App):
     def on_engine_event(self, message: EngineEvent) -> None:
         if self._closing_down:
             return
-        event = message.event
-        self._train_view.handle(event)
-        if isinstance(event, RunStarted):
-            self.run_dir = Path(event.run_dir)
-            self.run_device = f"{event.device}, {event.precision}"
-            details = (f"{self.run_device}  {event.n_params / 1e6:.3f}M params  "
-                       f"{Path(event.data_path).name} ({event.n_docs} docs)")
-            self._set_state("running", run_id=event.run_id, details=details)
-            self._refresh_device_line()
-        elif isinstance(event, StateChanged):
-            self._set_state(event.state)
-            if event.state == "paused" and event.reason:
-                self.notify(f"paused: {event.reason}", timeout=3)
-        elif isinstance(event, RunEnded):
-            self._set_state(event.status)
-            if event.status == "failed":
-                self.notify(f"run failed: {event.error}", severity="error", timeout=10)
-        elif isinstance(event, Alert):
-            self.notify(event.message, severity="error" if event.level == "error" else "warning", timeout=10)
-        elif isinstance(event, StepLogged) and self.state == "starting":
-            self._set_state("running")
+        self._train_view.handle(message.event)
+        self._events(message.event)
 
     def on_session_failed(self, message: SessionFailed) -> None:
         if not self._closing_down:
             self._show_failure(message.message)
 
     def _show_failure(self, text: str) -> None:
-        self._set_state("failed")
-        self.query_one("#run-error", Static).update(f"✗ {text}")
-        self.query_one(TabbedContent).active = "config"
+        self._set_state(RunState.FAILED)
+        self._run_error.update(f"✗ {text}")
+        self._tabs.active = "config"
         self.notify(text, severity="error", timeout=10)
 
     def on_session_done(self, message: SessionDone) -> None:
         if message.session is not self.session or self._closing_down:
             return
-        if self.state in ACTIVE_STATES:  # the worker ended without a RunEnded (detached, or failed early)
-            self._set_state("idle" if self.state == "starting" else "stopped")
-        self.query_one(RunsView).reload()
+        if self.state.live:  # the worker ended without a RunEnded (detached, or failed early)
+            self._set_state(RunState.IDLE if self.state == RunState.STARTING else RunState.STOPPED)
+        self._runs_view.reload()
         after, self._quit_after_run = self._quit_after_run, None
         if after == "keep" and self.run_dir is not None:
             launch_resume(self.run_dir)
@@ -267,51 +276,54 @@ class MiniMindApp(App):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         action = {"btn-start": self.action_start, "btn-command": self.action_copy_command,
-                  "btn-save": self.action_save_config, "btn-load": self.action_load_config}.get(event.button.id)
+                  "btn-save": self.action_save_config, "btn-load": self.action_load_config}.get(event.button.id or "")
         if action:
             action()
 
     def on_config_form_changed(self, message: ConfigForm.Changed) -> None:
         self.form_config = message.config
-        if not self._closing_down:
-            self.refresh_bindings()
+        if self._closing_down:
+            return
+        if message.config is not None:  # the Runs tab lists the runs of the save_dir being configured
+            self._runs_view.set_save_dir(message.config.train.save_dir)
+        self.refresh_bindings()
 
     # ---- steering ----------------------------------------------------------------------------
     def action_pause_resume(self) -> None:
-        if not self.active:
+        if self.session is None or not self.active:
             return
-        if self.state == "paused":
+        if self.state == RunState.PAUSED:
             self.session.resume()
         else:
             self.session.pause()
             self.notify("pausing after the current step", timeout=2)
 
     def action_stop(self) -> None:
-        if self.active:
+        if self.session is not None and self.active:
             self.session.stop()
-            self._set_state("stopping")
+            self._set_state(RunState.STOPPING)
 
     def action_save_now(self) -> None:
-        if self.active:
+        if self.session is not None and self.active:
             self.session.save()
             self.notify("saving after the current step", timeout=2)
 
     def action_log_scale(self) -> None:
-        self.query_one("#curve").toggle_log_scale()
+        self._train_view.toggle_log_scale()
 
     def action_smoothing(self) -> None:
-        self.query_one("#curve").toggle_smoothing()
+        self._train_view.toggle_smoothing()
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        self._tabs.active = tab
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "runs":
-            self.query_one(RunsView).reload()
-            self.call_after_refresh(self.query_one("#runs-table").focus)
+            self._runs_view.reload()
+            self.call_after_refresh(self._runs_view.focus_table)
 
     def action_refresh_runs(self) -> None:
-        self.query_one(RunsView).reload()
+        self._runs_view.reload()
 
     def _refresh_device_line(self) -> None:
         if not self.run_device or self._closing_down:
@@ -321,23 +333,17 @@ class MiniMindApp(App):
 
     def _run_memory(self) -> str:
         """The live run's memory: this process's (or its GPU's) for a thread run, else its process's."""
-        if self.session.kind == "thread":
-            import torch
-
+        if isinstance(self.session, ThreadSession):
+            # The engine (and torch) is loaded once a run trains in this process; not at app start.
             from minimind.engine.environment import memory_in_use
 
-            device = getattr(getattr(self.session, "trainer", None), "precision", None)
-            return memory_in_use(device.device if device else torch.device("cpu"))
+            return memory_in_use(self.session.device) if self.session.device is not None else ""
         if self.run_dir is None:
             return ""
-        from minimind.engine.run_store import RunStore
-
         return _process_memory(RunStore(self.run_dir).read_status().get("pid"))
 
     # ---- config file and command line ----------------------------------------------------------
     def action_copy_command(self) -> None:
-        from minimind.cli import command_for
-
         if self.form_config is None:
             self.notify("fix the form first", severity="error")
             return
@@ -350,11 +356,12 @@ class MiniMindApp(App):
         if self.form_config is None:
             self.notify("fix the form first", severity="error")
             return
+        config = self.form_config
 
         def save(path: Optional[str]) -> None:
             if path:
                 try:
-                    atomic_write_json(path, self.form_config.to_dict())
+                    atomic_write_json(path, config.to_dict())
                     self.notify(f"config saved to {path}")
                 except OSError as e:
                     self.notify(f"cannot write {path}: {e.strerror}", severity="error")
@@ -365,7 +372,7 @@ class MiniMindApp(App):
         def load(path: Optional[str]) -> None:
             if path:
                 try:
-                    self.query_one(ConfigForm).set_config(RunConfig.load(path))
+                    self._form.set_config(RunConfig.load(path))
                     self.notify(f"config loaded from {path}")
                 except MiniMindError as e:
                     self.notify(str(e), severity="error", timeout=8)
@@ -387,40 +394,40 @@ class MiniMindApp(App):
             elif what == "attach":
                 self._begin(self._make_session("attach", run_dir=path))
             elif what == "resume":
-                mode = self.query_one(ConfigForm).launch_mode
-                self._begin(self._make_session(f"resume-{mode}", run_dir=path))
+                self._begin(self._make_session(f"resume-{self._form.launch_mode}", run_dir=path))
 
         self.push_screen(RunDetailScreen(message.path, save_dir), act)
 
     # ---- quitting ----------------------------------------------------------------------------
     async def action_quit(self) -> None:
-        if not self.active:
+        session = self.session
+        if session is None or not self.active:
             self.exit()
             return
+        attached = session.kind == SessionKind.ATTACHED
 
-        def decide(choice: str) -> None:
-            if choice == "cancel":
+        def decide(choice: str | None) -> None:
+            if choice in (None, "cancel"):
                 return
-            attached = self.session.kind == "attached"
             if choice == "keep" and attached:
-                self.session.detach()
+                session.detach()
                 self.exit()
                 return
             self._quit_after_run = "keep" if choice == "keep" else "exit"
-            self.session.stop()
-            self._set_state("stopping")
+            session.stop()
+            self._set_state(RunState.STOPPING)
             if attached:  # the other process stops on its own; stop following it now
-                self.session.detach()
+                session.detach()
                 self.notify("asked the run to stop; it saves its resume state", timeout=3)
 
-        self.push_screen(QuitScreen(attached=self.session.kind == "attached"), decide)
+        self.push_screen(QuitScreen(attached=attached), decide)
 
     def _hangup(self) -> None:
         """The terminal is gone (SSH drop). Textual cannot shut down cleanly without it (it blocks
         writing to the dead terminal), so leave without it: a run in another process goes on; a run
         in this process is stopped at a step boundary and its resume state saved first."""
         session = self.session
-        if session is not None and session.kind == "thread" and self.state in ACTIVE_STATES:
+        if isinstance(session, ThreadSession) and self.state.live:
             session.stop()
             threading.Thread(target=lambda: (session.finished.wait(600), os._exit(0)), daemon=True).start()
         else:
@@ -428,17 +435,49 @@ class MiniMindApp(App):
 
     def on_unmount(self) -> None:
         # Never leave a training thread behind: it would keep the process alive after the UI is gone.
-        if self.session is not None and self.state in ACTIVE_STATES:
-            if self.session.kind == "attached":
+        self._leaving = True
+        if self.session is not None and self.state.live:
+            if self.session.kind == SessionKind.ATTACHED:
                 self.session.detach()
             else:
                 self.session.stop()
 
 
+class _EventRouter(EventHandler):
+    """The app's reaction to engine events (the Train view draws them itself)."""
+
+    def __init__(self, app: MiniMindApp) -> None:
+        self.app = app
+
+    def on_run_started(self, event: RunStarted) -> None:
+        app = self.app
+        app.run_dir = Path(event.run_dir)
+        app.run_device = f"{event.device}, {event.precision}"
+        details = (f"{app.run_device}  {event.n_params / 1e6:.3f}M params  "
+                   f"{Path(event.data_path).name} ({event.n_docs} docs)")
+        app._set_state(RunState.RUNNING, run_id=event.run_id, details=details)
+        app._refresh_device_line()
+
+    def on_state_changed(self, event: StateChanged) -> None:
+        self.app._set_state(event.state)
+        if event.state == RunState.PAUSED and event.reason:
+            self.app.notify(f"paused: {event.reason}", timeout=3)
+
+    def on_run_ended(self, event: RunEnded) -> None:
+        self.app._set_state(event.status)
+        if event.status == RunState.FAILED:
+            self.app.notify(f"run failed: {event.error}", severity="error", timeout=10)
+
+    def on_alert(self, event: Alert) -> None:
+        self.app.notify(event.message, severity="error" if event.level == "error" else "warning", timeout=10)
+
+    def on_step_logged(self, event: StepLogged) -> None:
+        if self.app.state == RunState.STARTING:
+            self.app._set_state(RunState.RUNNING)
+
+
 def _process_memory(pid) -> str:
     try:
-        import psutil
-
         process = psutil.Process(int(pid))
         if process.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped: it holds nothing
             return ""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Optional
 
-import inspect
-
 import typer
 
-from minimind.cli import CONFIG_FILE_OPTION, build_config, config_options, fail, given_settings
 from minimind.errors import MiniMindError
+from minimind.options import CONFIG_FILE_OPTION, build_config, fail, given_settings, with_options
+from minimind.storage.run_store import RunStore
+
+from .sessions import LAUNCH_MODES
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -22,23 +24,21 @@ EXTRA = [
                       default=typer.Option(None, "--attach", help="watch and steer a run started elsewhere "
                                            "(its run directory)", rich_help_panel="app")),
     inspect.Parameter("launch", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                      default=typer.Option("process", "--launch", help="where training runs: process (a background "
-                                           "`minimind train` that survives closing the app or an SSH drop, and "
-                                           "costs no throughput) or thread (inside the app)",
+                      default=typer.Option("process", "--launch", help="where training runs: " + "; ".join(
+                                           f"{mode} ({text})" for mode, text in LAUNCH_MODES.items()),
                                            rich_help_panel="app")),
 ]
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@with_options(EXTRA)
 def tui(**values: Any) -> None:
     """Configure, launch, watch, pause and inspect MiniMind pretraining in a terminal UI."""
-    from minimind.engine.run_store import RunStore
-
-    from .app import make_app
+    from .app import make_app  # Textual loads only once the options are valid
 
     try:
-        if values["launch"] not in ("process", "thread"):
-            fail(f"--launch {values['launch']!r} is not process or thread")
+        if values["launch"] not in LAUNCH_MODES:
+            fail(f"--launch {values['launch']!r} is not one of {', '.join(LAUNCH_MODES)}")
         config = build_config(values.get("config"), given_settings(values))
         attach = values.get("attach")
         if attach is not None:
@@ -50,8 +50,6 @@ def tui(**values: Any) -> None:
     if result:
         typer.echo(result)
 
-
-tui.__signature__ = inspect.Signature(EXTRA + config_options())
 
 
 def main() -> None:

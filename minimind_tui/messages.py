@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from minimind.engine.events import Event
+from minimind.events import Event
 
 
 class EngineEvent(Message):

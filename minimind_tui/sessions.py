@@ -11,67 +11,100 @@ engine event) and pause / resume / stop / save. No Textual here.
 
 from __future__ import annotations
 
+import abc
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from enum import Enum
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
+
+import psutil
 
 from minimind.config import RunConfig
-from minimind.engine.atomic import atomic_write_json
 from minimind.engine.control import RunControl
-from minimind.engine.events import Event
-from minimind.engine.run_store import RUNS_DIR, RunStore
 from minimind.engine.watch import RunTail
 from minimind.errors import MiniMindError
+from minimind.events import Event
+from minimind.storage.atomic import atomic_write_json
+from minimind.storage.run_store import RUNS_DIR, RunStore
+
+if TYPE_CHECKING:
+    import torch
 
 Emit = Callable[[Event], None]
 POLL_S = 0.5  # how often a followed run directory is read
 REAP_S = 10.0  # how long a finished launched process may take to exit
 
+# Where a run the app starts trains: the one declaration behind `minimind-tui --launch` and the form.
+LAUNCH_MODES = {
+    "process": "background process: survives closing the app or an SSH drop",
+    "thread": "in this app (a thread): ends with the app",
+}
 
-class Session:
-    """What the app needs from a run."""
 
-    kind = "thread"
+class SessionKind(str, Enum):
+    THREAD = "thread"  # a Trainer in this process
+    ATTACHED = "attached"  # a run in another process, followed through its run directory
+
+
+class Session(abc.ABC):
+    """What the app needs from a run, wherever it trains."""
+
+    kind: SessionKind
     run_dir: Optional[Path] = None
 
+    @abc.abstractmethod
     def run(self, emit: Emit) -> None:
-        raise NotImplementedError
+        """Follow the run to its end (or until detached), calling emit(event) for every event."""
 
+    @abc.abstractmethod
     def pause(self) -> None: ...
+
+    @abc.abstractmethod
     def resume(self) -> None: ...
+
+    @abc.abstractmethod
     def stop(self) -> None: ...
+
+    @abc.abstractmethod
     def save(self) -> None: ...
 
+    @abc.abstractmethod
     def detach(self) -> None:
-        """Stop following the run without affecting it (only meaningful for attached runs)."""
+        """Stop following the run without affecting it (a thread session cannot be detached)."""
 
 
 class ThreadSession(Session):
     """A new run, or the exact resume of one, trained in this process."""
 
-    kind = "thread"
+    kind = SessionKind.THREAD
 
     def __init__(self, config: Optional[RunConfig] = None, resume: Optional[str | os.PathLike] = None,
                  overrides: Optional[dict] = None):
-        from minimind.engine.trainer import Trainer  # torch loads only when a run starts
-
         self.control = RunControl()
-        self.trainer = Trainer(config, control=self.control, resume=resume, overrides=overrides)
+        self.config, self.resume_from, self.overrides = config, resume, overrides
+        self.device: Optional[torch.device] = None  # once the run is built
         self.finished = threading.Event()  # set once run() returns, whatever happened
 
     def run(self, emit: Emit) -> None:
+        from minimind.engine.trainer import Trainer  # torch loads only when a run starts
+
         try:
-            self.trainer.prepare()  # MiniMindError here: bad input, reported before any work
-            self.run_dir = self.trainer.store.path
-            self.trainer.observers.append(emit)
-            self.trainer.run()
+            # Building checks the input: a MiniMindError here is bad input, reported before any work.
+            trainer = Trainer(self.config, control=self.control, observers=[emit], resume=self.resume_from,
+                              overrides=self.overrides)
+            self.device = trainer.precision.device
+            self.run_dir = trainer.store.path if trainer.store else None
+            trainer.run()
         finally:
             self.finished.set()
+
+    def detach(self) -> None:
+        raise MiniMindError("a run inside the app cannot be detached: stop it, or quit with 'keep running'")
 
     def pause(self) -> None:
         self.control.pause()
@@ -89,11 +122,12 @@ class ThreadSession(Session):
 class AttachedSession(Session):
     """A run in another process, followed through its run directory."""
 
-    kind = "attached"
+    kind = SessionKind.ATTACHED
 
     def __init__(self, run_dir: str | os.PathLike, process: Optional[subprocess.Popen] = None,
                  log_path: Optional[Path] = None, wait_s: float = 120.0):
-        self.run_dir = Path(run_dir)
+        self.path = Path(run_dir)
+        self.run_dir = self.path
         self.process = process  # set when this app launched it
         self.log_path = log_path
         self.wait_s = wait_s
@@ -130,27 +164,27 @@ class AttachedSession(Session):
             if self.process is not None and self.process.poll() is not None:
                 raise MiniMindError(self._launch_error())
             if time.time() > deadline:
-                raise MiniMindError(f"{self.run_dir} did not appear within {self.wait_s:.0f} s: "
+                raise MiniMindError(f"{self.path} did not appear within {self.wait_s:.0f} s: "
                                     f"see {self.log_path or 'the training process output'}")
             time.sleep(POLL_S)
-        self._store = RunStore.open(self.run_dir)
+        self._store = RunStore.open(self.path)
         return self._store
 
     def _started(self) -> bool:
-        if not (self.run_dir / "config.json").is_file():
+        if not (self.path / "config.json").is_file():
             return False
         if self.process is None:
             return True
         # A launched resume reuses an existing directory: wait until our process (or, under torchrun,
         # its rank 0 child) has taken it over.
-        pid = RunStore(self.run_dir).read_status().get("pid")
+        pid = RunStore(self.path).read_status().get("pid")
+        if not isinstance(pid, int):
+            return False
         if pid == self.process.pid:
             return True
         try:
-            import psutil
-
-            return any(parent.pid == self.process.pid for parent in psutil.Process(int(pid)).parents())
-        except (psutil.Error, TypeError, ValueError):
+            return any(parent.pid == self.process.pid for parent in psutil.Process(pid).parents())
+        except psutil.Error:
             return False
 
     def _launch_error(self) -> str:
@@ -161,7 +195,7 @@ class AttachedSession(Session):
         return errors[-1] if errors else (lines[-1] if lines else "the training process exited before starting")
 
     def _send(self, command: str) -> None:
-        store = self._store or RunStore.open(self.run_dir)
+        store = self._store or RunStore.open(self.path)
         store.send(command)
 
     def pause(self) -> None:

@@ -28,7 +28,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minimind.engine.run_store import RunStore  # noqa: E402
+from minimind.events import RunState  # noqa: E402
+from minimind.storage.run_store import RunStore  # noqa: E402
 
 MODEL = ["--dim", "128", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "256", "--num_workers", "0",
          "--batch_size", "4", "--save_interval", "10", "--log_interval", "5", "--resume_every_s", "30"]
@@ -75,7 +76,7 @@ def main() -> None:
             rss.append((time.time() - start, ps.memory_info().rss))
         except psutil.Error:
             break
-        if time.time() >= next_request and store.read_status().get("state") in ("running", "paused"):
+        if time.time() >= next_request and store.state() in (RunState.RUNNING, RunState.PAUSED):
             if paused:
                 command = "resume"
             else:
@@ -90,7 +91,8 @@ def main() -> None:
     status = store.read_status()
     events = store.read_events()
     weights_steps = [e["global_step"] for e in events if e["event"] == "CheckpointSaved" and e["kind"] == "weights"]
-    expected = {e * iters + s for e in range(epochs) for s in range(10, iters + 1, 10)} | {e * iters + iters for e in range(epochs)}
+    expected = ({e * iters + s for e in range(epochs) for s in range(10, iters + 1, 10)}
+                | {e * iters + iters for e in range(epochs)})
     missed = sorted(expected - set(weights_steps))
     honoured_saves = len(weights_steps) - len(expected & set(weights_steps))
     states = [e["state"] for e in events if e["event"] == "StateChanged"]
@@ -100,9 +102,9 @@ def main() -> None:
     first, last = quarter(0.25, 0.5), quarter(0.75, 1.0)
     growth = (last - first) / first
     report = {
-        "minutes": round(elapsed / 60, 1), "finished": status.get("state") == "finished",
+        "minutes": round(elapsed / 60, 1), "finished": RunState.parse(status.get("state")) == RunState.FINISHED,
         "steps": f"{status.get('global_step')}/{status.get('total_steps')}",
-        "requests_sent": sent, "pauses_seen": states.count("paused"), "resumes_seen": states.count("running"),
+        "requests_sent": sent, "pauses_seen": states.count(RunState.PAUSED), "resumes_seen": states.count(RunState.RUNNING),
         "interval_checkpoints_expected": len(expected), "interval_checkpoints_missed": len(missed),
         "save_now_requests": sent["save"], "extra_weight_saves_seen": honoured_saves,
         "rss_peak_2nd_quarter_mib": round(first / 2**20), "rss_peak_last_quarter_mib": round(last / 2**20),

@@ -1,5 +1,5 @@
 """A deliberately naive second implementation of MiniMind classic, written from
-shared/spec/minimind-classic.md, used only as a test oracle for minimind.model.
+shared/spec/minimind-classic.md, used only as a test oracle for minimind.models.classic.
 
 It follows the spec's formulation literally (complex RoPE over a 32768-position table, an explicit
 -inf causal mask, repeat_interleave for kv heads, a per-token loop for MoE) so that agreement with

@@ -32,10 +32,3 @@ def shipped_tokenizer():
     from minimind.tokenizer import load_tokenizer
 
     return load_tokenizer()
-
-
-def write_jsonl(path: Path, lines) -> Path:
-    """Write raw lines (str or bytes) to a file, one per line."""
-    data = b"".join((l if isinstance(l, bytes) else l.encode("utf-8")) + b"\n" for l in lines)
-    path.write_bytes(data)
-    return path

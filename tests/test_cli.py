@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from minimind.cli import app
-from minimind.engine.run_store import RunStore, list_runs
+from minimind.storage.run_store import RunStore, list_runs
 from tests.conftest import ASSETS, needs_assets
-from tests.helpers import tiny_corpus
+from tests.helpers import tiny_corpus, tiny_flags, wait_until
 
 runner = CliRunner()
 CLASSIC_LINE = re.compile(r"^Epoch:\[\d+/\d+\]\(\d+/\d+\), loss: \d+\.\d{4}, logits_loss: \d+\.\d{4}, "
@@ -20,9 +20,7 @@ CLASSIC_LINE = re.compile(r"^Epoch:\[\d+/\d+\]\(\d+/\d+\), loss: \d+\.\d{4}, log
 
 
 def tiny_args(tmp_path, *extra):
-    return ["train", "--dim", "32", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "48",
-            "--data_path", str(tiny_corpus(tmp_path)), "--save_dir", str(tmp_path / "out"),
-            "--num_workers", "0", "--epochs", "1", *extra]
+    return ["train", *tiny_flags(tmp_path, "--epochs", "1", *extra)]
 
 
 def test_train_prints_the_seed_lines_and_records_the_run(tmp_path):
@@ -145,15 +143,8 @@ def start_headless(tmp_path, *extra):
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def wait_until(cond, timeout=60.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
-
+@pytest.mark.slow
 def test_control_from_another_process(tmp_path):
     proc = start_headless(tmp_path, "--run-name", "live")
     try:
@@ -180,6 +171,7 @@ def test_control_from_another_process(tmp_path):
     assert store.read_status()["state"] == "stopped"
 
 
+@pytest.mark.slow
 def test_sigint_saves_and_resume_continues(tmp_path):
     proc = start_headless(tmp_path, "--run-name", "sig", "--epochs", "40")
     store = RunStore(tmp_path / "out" / "runs" / "sig")

@@ -110,3 +110,36 @@ def test_parse_value():
     assert parse_value(by["hidden_dim"], "") is None
     with pytest.raises(ConfigError, match="dim: 'x' is not a whole number"):
         parse_value(by["dim"], "x")
+
+
+def test_command_for_reproduces_every_setting():
+    """A non-default value for every field goes through `command_for` and back through the CLI parser."""
+    import shlex
+
+    import typer
+
+    from minimind.cli import app
+    from minimind.config import field_specs
+    from minimind.options import command_for
+
+    odd = {int: 3, float: 0.25, bool: None, str: "x"}
+    base = RunConfig().flat()
+    changes = {}
+    for spec in field_specs():
+        if spec.choices:
+            changes[spec.name] = next(c for c in spec.choices if c != base[spec.name])
+        elif spec.type is bool:
+            changes[spec.name] = not base[spec.name]
+        else:
+            changes[spec.name] = odd[spec.type] if base[spec.name] != odd[spec.type] else 5
+    changes.update(dim=64, n_heads=4, n_kv_heads=1, max_seq_len=64, hidden_dim=128, num_experts_per_tok=1,
+                   n_routed_experts=3, dropout=0.25, tracker="wandb", use_wandb=True, device="cpu",
+                   dtype="float32", run_name="a-run", data_path="some file.jsonl", wandb_project="p q")
+    config = RunConfig().replace(**changes)
+    assert [s.name for s in field_specs() if config.flat()[s.name] == base[s.name]] == []  # every one differs
+    words = shlex.split(command_for(config))
+    assert words[:2] == ["minimind", "train"]
+    command = typer.main.get_command(app).commands["train"]
+    ctx = command.make_context("train", words[2:])
+    parsed = {k: v for k, v in ctx.params.items() if v is not None and k not in ("config", "resume")}
+    assert RunConfig().replace(**parsed) == config

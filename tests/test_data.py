@@ -5,7 +5,8 @@ import torch
 
 from minimind.data import JsonlTexts, PretrainDataset
 from minimind.errors import DataError
-from tests.conftest import ASSETS, needs_assets, write_jsonl
+from tests.conftest import ASSETS, needs_assets
+from tests.helpers import write_jsonl
 
 
 def test_known_text_gives_classic_x_y_mask(tmp_path, shipped_tokenizer):
@@ -34,7 +35,7 @@ def test_matches_the_hf_call_on_every_kind_of_text(tmp_path, shipped_tokenizer):
              "a </s> literal <s> special", "word " * 5000 + "tail"]
     path = write_jsonl(tmp_path / "d.jsonl", [json.dumps({"text": t}, ensure_ascii=False) for t in texts])
     ds = PretrainDataset(path, tok, max_length=40)
-    for i, t in enumerate(texts):
+    for t in texts:
         expected = tok(f"<s>{t}</s>", max_length=40, padding="max_length", truncation=True).input_ids
         assert ds.encode(t) == expected, t[:20]
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from minimind.data import EpochSampler
-from minimind.engine.checkpoint import load_resume_state
-from minimind.engine.run_store import RunStore
-from tests.helpers import tiny_corpus
+from minimind.storage.checkpoint import load_resume_state
+from minimind.storage.run_store import RunStore
+from tests.helpers import tiny_corpus, tiny_flags
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 
@@ -56,9 +56,8 @@ def even_corpus(tmp_path: Path, global_batch: int = 4, length: int = 48) -> Path
 
 
 def train_args(tmp_path: Path, *extra: str) -> list[str]:
-    return ["train", "--dim", "32", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "48", "--num_workers", "0",
-            "--data_path", str(even_corpus(tmp_path)), "--packing", "--dtype", "float32", "--device", "cpu",
-            "--save_interval", "0", "--log_interval", "1", "--save_dir", str(tmp_path / "out"), *extra]
+    return ["train", *tiny_flags(tmp_path, "--packing", *extra, corpus=even_corpus(tmp_path), dtype="float32",
+                                 device="cpu", save_interval=0, log_interval=1)]
 
 
 def run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
@@ -91,6 +90,7 @@ def final_weights(tmp_path: Path, name: str) -> dict:
     return load_resume_state(RunStore(tmp_path / "out" / "runs" / name).resume_path)["model"]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_on_the_same_global_batch_and_resume(tmp_path):
     # one process, batch 4  vs  two processes (torchrun, gloo), batch 2 each
     run(train_args(tmp_path, "--epochs", "2", "--batch_size", "4", "--run-name", "single"))
@@ -116,6 +116,7 @@ def test_two_processes_match_one_on_the_same_global_batch_and_resume(tmp_path):
     assert stopped_at < len(ddp)
 
 
+@pytest.mark.slow
 def test_resume_with_another_world_size_keeps_the_data_position_in_samples(tmp_path):
     store = stopped_ddp_run(tmp_path, "w2", epochs=1, at_step=3)
     state = load_resume_state(store.resume_path)
@@ -133,6 +134,7 @@ def test_resume_with_another_world_size_keeps_the_data_position_in_samples(tmp_p
     assert total_tokens == dataset.n_targets and done_tokens < total_tokens
 
 
+@pytest.mark.slow
 def test_sigint_to_one_rank_stops_every_rank_without_hanging(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
         tmp_path, "--epochs", "500", "--batch_size", "2", "--nproc", "2", "--run-name", "sig")],
@@ -154,6 +156,7 @@ def test_sigint_to_one_rank_stops_every_rank_without_hanging(tmp_path):
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 def test_the_app_launches_a_multi_process_run_and_steers_it(tmp_path):
     """nproc 2 in the form: a background torchrun job, watched and paused / resumed / stopped."""
     import asyncio

@@ -1,18 +1,20 @@
 import math
+import threading
+import time
 
 import pytest
 import torch
 
-from minimind.engine.checkpoint import load_resume_state, load_weights, weights_path
 from minimind.engine.control import RunControl
-from minimind.engine.events import CheckpointSaved, RunEnded, RunStarted, StateChanged, StepLogged
 from minimind.engine.loss import masked_lm_loss
-from minimind.engine.run_store import RunStore, RunSummary, find_resumable, list_runs
 from minimind.engine.schedule import get_lr
 from minimind.engine.trainer import Trainer
 from minimind.errors import CheckpointError
-from minimind.model import MiniMindLM
-from tests.helpers import tiny_config
+from minimind.events import CheckpointSaved, RunEnded, RunStarted, StateChanged, StepLogged
+from minimind.models.classic import MiniMindLM
+from minimind.storage.checkpoint import load_resume_state, load_weights, weights_path
+from minimind.storage.run_store import RunStore, RunSummary, find_resumable, list_runs
+from tests.helpers import tiny_config, wait_until
 
 
 def test_seed_learning_rates():
@@ -168,41 +170,37 @@ def test_resume_refuses_changed_math_and_foreign_files(tmp_path):
     control = RunControl()
     ended = Trainer(tiny_config(tmp_path), control=control, observers=[stop_at(control, 2)]).run()
     with pytest.raises(CheckpointError, match="--learning_rate differs"):
-        Trainer(resume=ended.run_dir, overrides={"learning_rate": 1e-3}).prepare()
-    Trainer(resume=ended.run_dir, overrides={"log_interval": 3}).prepare()  # harmless changes are fine
+        Trainer(resume=ended.run_dir, overrides={"learning_rate": 1e-3})
+    Trainer(resume=ended.run_dir, overrides={"log_interval": 3})  # harmless changes are fine
     with pytest.raises(CheckpointError, match="not a run directory"):
-        Trainer(resume=tmp_path).prepare()
+        Trainer(resume=tmp_path)
     store = RunStore(ended.run_dir)
     torch.save({"something": torch.zeros(1)}, store.resume_path)
     with pytest.raises(CheckpointError, match="not a minimind-tui resume state"):
-        Trainer(resume=ended.run_dir).prepare()
+        Trainer(resume=ended.run_dir)
     store.resume_path.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
-        Trainer(resume=ended.run_dir).prepare()
+        Trainer(resume=ended.run_dir)
 
 
 def test_pause_resume_and_save_now_through_the_run_directory(tmp_path):
-    import threading
-    import time
-
     control = RunControl()
     events = []
     trainer = Trainer(tiny_config(tmp_path, epochs=50, save_interval=0), control=control, observers=[collect(events)])
-    trainer.prepare()
     thread = threading.Thread(target=trainer.run)
     thread.start()
     store = trainer.store
-    wait_for = lambda cond: next((True for _ in range(300) if cond() or time.sleep(0.05)), False)
+    wait_for = lambda cond: wait_until(cond, timeout=15)
     assert wait_for(lambda: any(isinstance(e, StepLogged) for e in events))
     store.send("pause")
     assert wait_for(lambda: store.read_status().get("state") == "paused")
-    paused_at = trainer.global_step
+    paused_at = trainer.micro_step
     time.sleep(0.5)
-    assert trainer.global_step == paused_at  # no step while paused
+    assert trainer.micro_step == paused_at  # no step while paused
     store.send("save")
     assert wait_for(lambda: any(isinstance(e, CheckpointSaved) and e.kind == "weights" for e in events))
     store.send("resume")
-    assert wait_for(lambda: trainer.global_step > paused_at)
+    assert wait_for(lambda: trainer.micro_step > paused_at)
     store.send("stop")
     thread.join(30)
     assert not thread.is_alive()
@@ -220,7 +218,6 @@ def test_nan_loss_pauses_and_never_overwrites_the_good_checkpoint(tmp_path):
     events = []
     config = tiny_config(tmp_path, epochs=3, save_interval=1)
     trainer = Trainer(config, control=control, observers=[collect(events)])
-    trainer.prepare()
 
     def poison(e):  # corrupt the weights after step 4's save: the next loss is NaN
         if isinstance(e, CheckpointSaved) and e.kind == "weights" and e.global_step == 4:
@@ -251,9 +248,8 @@ def test_nan_loss_pauses_and_never_overwrites_the_good_checkpoint(tmp_path):
 def test_data_error_mid_run_fails_cleanly(tmp_path):
     config = tiny_config(tmp_path, epochs=1)
     trainer = Trainer(config)
-    trainer.prepare()
     with open(config.train.data_path, "r+b") as f:  # damage a line after the up-front check
-        f.seek(int(trainer.dataset.texts.starts[7]))
+        f.seek(int(trainer.data.documents.texts.starts[7]))
         f.write(b"XX")
     ended = trainer.run()
     assert ended.status == "failed" and ":8: malformed JSON" in ended.error

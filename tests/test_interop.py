@@ -6,7 +6,7 @@ from minimind.cli import app
 from minimind.config import LMConfig
 from minimind.errors import CheckpointError
 from minimind.interop import classic_to_minimind2, detect_layout, export_hf, minimind2_to_classic, to_classic
-from minimind.model import MiniMindLM
+from minimind.models.classic import MiniMindLM
 from minimind.tokenizer import SHIPPED_DIR, load_tokenizer
 
 runner = CliRunner()
@@ -75,10 +75,9 @@ def test_cli_convert_export_and_minimind2_weights_everywhere(tmp_path):
     gen = runner.invoke(app, ["generate", str(tmp_path / "v2.pth"), "-p", "hi", "--max-new-tokens", "3",
                               "--temperature", "0", "--n-heads", "4"])
     assert gen.exit_code == 0, gen.output
-    from tests.helpers import tiny_config
     from minimind.engine.trainer import Trainer
+    from tests.helpers import tiny_config
     trainer = Trainer(tiny_config(tmp_path, dim=64, n_heads=4, init_from=str(tmp_path / "v2.pth"), max_seq_len=64))
-    trainer.prepare()
     assert torch.equal(trainer.model.layers[0].attention.wq.weight, original["layers.0.attention.wq.weight"].float())
     exported = runner.invoke(app, ["export", str(tmp_path / "v2.pth"), str(tmp_path / "hf"), "--n-heads", "4"])
     assert exported.exit_code == 0 and (tmp_path / "hf" / "model.safetensors").is_file()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minimind.config import LMConfig
-from minimind.model import MiniMindLM, MoEGate, _penalize_repeats, count_parameters, flops_per_token
+from minimind.models.classic import MiniMindLM, MoEGate, _penalize_repeats, count_parameters, flops_per_token
 from tests.classic_reference import ClassicReference
 
 TINY = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, max_seq_len=64)
@@ -191,7 +191,7 @@ def test_streaming_and_seeded_sampling():
 def test_top_p_keeps_only_the_nucleus():
     torch.manual_seed(3)
     logits = torch.tensor([[5.0, 4.0, -10.0, -10.0]])
-    from minimind.model import _sample
+    from minimind.models.classic import _sample
     draws = {int(_sample(logits, 1.0, 0.5, None)) for _ in range(50)}
     assert draws == {0}
 

@@ -7,10 +7,9 @@ import torch
 
 from minimind.data import JsonlTexts, PackedDataset, TokenCache
 from minimind.engine.control import RunControl
-from minimind.engine.events import StepLogged
 from minimind.engine.trainer import Trainer
-from tests.helpers import tiny_config
-from tests.conftest import write_jsonl
+from minimind.events import StepLogged
+from tests.helpers import tiny_config, write_jsonl
 
 
 def test_rows_cover_every_target_once_and_pad_only_the_last():
@@ -50,7 +49,7 @@ def test_packed_training_uses_every_token_and_resumes_exactly(tmp_path):
     full = Trainer(config, observers=[events.append])
     full.run()
     epoch1 = [e.tokens for e in events if isinstance(e, StepLogged) and e.epoch == 1]
-    assert sum(epoch1) == full.dataset.n_targets  # every token is a target once per epoch
+    assert sum(epoch1) == full.data.rows.n_targets  # every token is a target once per epoch
     assert sum(t != 2 * 47 for t in epoch1) == 1  # only the one short row is not a full row
     control = RunControl()
     first = Trainer(config, control=control,

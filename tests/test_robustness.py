@@ -20,13 +20,11 @@ import torch
 from typer.testing import CliRunner
 
 from minimind.cli import app
-from minimind.engine.checkpoint import load_resume_state, load_weights
-from minimind.engine.run_store import RunStore
-from tests.helpers import tiny_config, tiny_corpus
+from minimind.storage.checkpoint import load_resume_state, load_weights
+from minimind.storage.run_store import RunStore
+from tests.helpers import tiny_config, tiny_corpus, tiny_flags
 
 runner = CliRunner()
-TINY = ["--dim", "32", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "48", "--num_workers", "0",
-        "--epochs", "1"]
 
 
 def make_case(tmp: Path, case: str) -> tuple[list[str], str]:
@@ -93,7 +91,7 @@ CASES = ["missing data file", "directory instead of a file", "empty file", "bad 
 @pytest.mark.parametrize("case", CASES)
 def test_cli_bad_input(tmp_path, case):
     extra, words = make_case(tmp_path, case)
-    args = ["train", *TINY, "--data_path", str(tiny_corpus(tmp_path)), "--save_dir", str(tmp_path / "out"), *extra]
+    args = ["train", *tiny_flags(tmp_path, "--epochs", "1", *extra)]
     result = runner.invoke(app, args)
     assert result.exit_code != 0
     assert "Traceback" not in result.output
@@ -165,7 +163,7 @@ def test_ten_megabyte_line_trains(tmp_path):
     text = ("Long lines are fine. 长句子也可以。" * 400_000)[:10_000_000]
     big = tmp_path / "big.jsonl"
     big.write_text(json.dumps({"text": text}, ensure_ascii=False) + "\n" + tiny_corpus(tmp_path).read_text())
-    result = runner.invoke(app, ["train", *TINY, "--data_path", str(big), "--save_dir", str(tmp_path / "out")])
+    result = runner.invoke(app, ["train", *tiny_flags(tmp_path, "--epochs", "1", corpus=big)])
     assert result.exit_code == 0, result.output
     assert "13 docs" in result.output
 
@@ -175,7 +173,6 @@ def test_disk_full_during_a_save_fails_cleanly_and_keeps_the_previous_file(tmp_p
 
     config = tiny_config(tmp_path, epochs=1, save_interval=1)
     trainer = Trainer(config)
-    trainer.prepare()
     real_save = torch.save
     calls = {"n": 0}
 
@@ -199,7 +196,7 @@ def test_disk_full_during_a_save_fails_cleanly_and_keeps_the_previous_file(tmp_p
 @pytest.mark.parametrize("problem,words", [("foreign", "not a minimind-tui resume state"),
                                            ("corrupt", "corrupt"), ("newer", "newer minimind-tui")])
 def test_resume_refuses_foreign_corrupt_and_newer_checkpoints(tmp_path, problem, words):
-    from minimind.engine.checkpoint import RESUME_FORMAT, RESUME_KIND
+    from minimind.storage.checkpoint import RESUME_FORMAT, RESUME_KIND
 
     store = RunStore.create(tmp_path / "out", "r")
     store.write_config(tiny_config(tmp_path).to_dict())
@@ -230,7 +227,7 @@ def test_a_planted_checkpoint_never_runs_code(tmp_path):
     store = RunStore.create(tmp_path / "out", "r")
     store.write_config(tiny_config(tmp_path).to_dict())
     torch.save({"kind": "minimind-tui/resume", "format": 1, "model": Planted(str(marker))}, store.resume_path)
-    for args in (["train", *TINY, "--data_path", str(tiny_corpus(tmp_path)), "--init-from", str(evil)],
+    for args in (["train", *tiny_flags(tmp_path, "--epochs", "1", "--init-from", str(evil))],
                  ["generate", str(evil), "-p", "x"], ["train", "--resume", str(store.path)],
                  ["convert", str(evil), str(tmp_path / "o.pth"), "--to", "minimind2"],
                  ["generate", str(store.path), "-p", "x"]):
@@ -256,12 +253,13 @@ def test_control_requests_cannot_write_outside_the_run(tmp_path):
 
 
 def start_training(tmp_path, *extra):
-    args = [sys.executable, "-m", "minimind", "train", "--dim", "64", "--n_layers", "2", "--n-heads", "4",
-            "--max_seq_len", "64", "--num_workers", "0", "--data_path", str(tiny_corpus(tmp_path, 40)),
-            "--save_dir", str(tmp_path / "out"), "--resume_every_s", "0", "--save_interval", "1", *extra]
+    args = [sys.executable, "-m", "minimind", "train",
+            *tiny_flags(tmp_path, "--resume_every_s", "0", "--save_interval", "1", *extra, corpus=tiny_corpus(tmp_path, 40),
+                        dim=64, max_seq_len=64)]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_leaves_loadable_checkpoints_and_resume_auto_continues(tmp_path):
     rng = random.Random(1234)
     out = tmp_path / "out"
@@ -295,6 +293,7 @@ def test_kill_9_at_random_moments_leaves_loadable_checkpoints_and_resume_auto_co
     assert not list(out.glob(".*.tmp")) and not list((run / "checkpoints").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_sigterm_stops_gracefully(tmp_path):
     proc = start_training(tmp_path, "--epochs", "100", "--save_interval", "0", "--run-name", "t")
     store = RunStore(tmp_path / "out" / "runs" / "t")
@@ -307,6 +306,7 @@ def test_sigterm_stops_gracefully(tmp_path):
     assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_save_dir_keep_their_own_files(tmp_path):
     first = start_training(tmp_path, "--epochs", "200", "--run-name", "first")
     try:
@@ -317,7 +317,8 @@ def test_two_runs_on_one_save_dir_keep_their_own_files(tmp_path):
             time.sleep(0.1)
         assert first_store.read_status()["state"] == "running"
         result = runner.invoke(app, ["train", "--dim", "64", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "64",
-                                     "--num_workers", "0", "--epochs", "1", "--data_path", str(tiny_corpus(tmp_path, 8, "other.jsonl")),
+                                     "--num_workers", "0", "--epochs", "1",
+                                     "--data_path", str(tiny_corpus(tmp_path, 8, "other.jsonl")),
                                      "--save_dir", str(tmp_path / "out"), "--run-name", "second"])
         assert result.exit_code == 0, result.output
         second = tmp_path / "out" / "runs" / "second"

@@ -5,10 +5,10 @@ from typer.testing import CliRunner
 
 from minimind.cli import app
 from minimind.engine.control import RunControl
-from minimind.engine.events import StepLogged
-from minimind.engine.run_store import RunStore
 from minimind.engine.trainer import Trainer
-from tests.helpers import tiny_config
+from minimind.events import StepLogged
+from minimind.storage.run_store import RunStore
+from tests.helpers import tiny_config, tiny_flags
 
 runner = CliRunner()
 
@@ -53,16 +53,14 @@ def test_runs_export_to_tensorboard(tmp_path):
                                           (["--tracker", "swanlab"], "swanlab")])
 def test_missing_tracker_package_is_one_line_with_the_install_command(tmp_path, monkeypatch, flags, package):
     monkeypatch.setitem(sys.modules, package, None)  # as if it were not installed
-    from tests.test_cli import tiny_args
-    result = runner.invoke(app, tiny_args(tmp_path, *flags))
+    result = runner.invoke(app, ["train", *tiny_flags(tmp_path, "--epochs", "1", *flags)])
     assert result.exit_code == 2
     assert result.output.strip() == (f"error: --tracker {package} needs the {package} package, which is not "
                                      f'installed: pip install "minimind-tui[{package}]"')
 
 
 def test_use_wandb_conflicts_with_another_tracker(tmp_path):
-    from tests.test_cli import tiny_args
-    result = runner.invoke(app, tiny_args(tmp_path, "--use_wandb", "--tracker", "tensorboard"))
+    result = runner.invoke(app, ["train", *tiny_flags(tmp_path, "--epochs", "1", "--use_wandb", "--tracker", "tensorboard")])
     assert result.exit_code == 2 and "use_wandb: conflicts with --tracker tensorboard" in result.output
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Static
 
-from minimind.engine.events import Alert, CheckpointSaved, RunEnded, RunStarted, StateChanged, StepLogged
 from minimind.errors import MiniMindError
+from minimind.events import Alert, CheckpointSaved, RunEnded, RunStarted, StateChanged, StepLogged
 from minimind_tui.app import make_app
 from minimind_tui.screens.quit_dialog import QuitScreen
 from minimind_tui.widgets.status_bar import StatusBar
@@ -167,6 +167,7 @@ def test_copy_as_command_and_config_files(tmp_path):
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launch", ["thread", "process"])
 def test_a_real_training_run_through_the_app(tmp_path, launch):
     config = tiny_config(tmp_path, epochs=2, save_interval=3)
@@ -196,12 +197,13 @@ def test_a_real_training_run_through_the_app(tmp_path, launch):
     assert (Path(config.train.save_dir) / "minimind_pretrain_32.pth").is_file()
 
 
+@pytest.mark.slow
 def test_attach_to_a_headless_run_and_steer_it(tmp_path):
     """A run started by `minimind train` elsewhere: watched live, paused, resumed and stopped from the app."""
     import subprocess
     import sys
 
-    from minimind.engine.run_store import RunStore
+    from minimind.storage.run_store import RunStore
     from minimind_tui.sessions import AttachedSession
 
     config = tiny_config(tmp_path, epochs=400, save_interval=0)

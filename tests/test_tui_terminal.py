@@ -10,9 +10,10 @@ import uuid
 
 import pytest
 
-from tests.helpers import tiny_corpus
+from tests.helpers import tiny_flags
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
 
 
 class Terminal:
@@ -44,8 +45,7 @@ class Terminal:
 
 
 def app_command(tmp_path, *extra):
-    args = ["--dim", "32", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "48", "--data_path",
-            str(tiny_corpus(tmp_path)), "--save_dir", "out", "--num_workers", "0", *extra]
+    args = tiny_flags(tmp_path, *extra, save_dir="out")
     return shlex.join([sys.executable, "-m", "minimind_tui", *args])
 
 

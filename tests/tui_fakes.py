@@ -2,12 +2,12 @@
 
 import queue
 
-from minimind.engine.events import RunEnded
-from minimind_tui.sessions import Session
+from minimind.events import RunEnded
+from minimind_tui.sessions import Session, SessionKind
 
 
 class ScriptedSession(Session):
-    kind = "thread"
+    kind = SessionKind.THREAD
 
     def __init__(self, fail_with: Exception | None = None):
         self.events: queue.Queue = queue.Queue()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Optional
 
-COMMANDS = ("pause", "resume", "stop", "save")
+from ..storage.run_store import CONTROL_COMMANDS
 
 
 class RunControl:
@@ -43,9 +43,9 @@ class RunControl:
             self._save_requested = True
 
     def apply(self, command: str) -> None:
-        """Apply one command word (pause, resume, stop, save); unknown words are ignored."""
+        """Apply one command word (CONTROL_COMMANDS); unknown words are ignored."""
         action = {"pause": self.pause, "resume": self.resume, "stop": lambda: self.stop("stop requested"),
-                  "save": self.save_now}.get(command)
+                  "save": self.save_now}.get(command) if command in CONTROL_COMMANDS else None
         if action:
             action()
 

@@ -8,14 +8,16 @@ A resumed run continues the same tracker run (its id is kept in the run director
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ..config import TRACKERS
 from ..errors import MiniMindError
-from .atomic import atomic_write_json
-from .events import Event, RunEnded, RunStarted, StepLogged
+from ..events import EventHandler, RunEnded, RunStarted, StepLogged, event_from_record
+from ..storage.atomic import atomic_write_json
 
 INSTALL = {name: f'pip install "minimind-tui[{name}]"' for name in TRACKERS[1:]}
 IDS_FILE = "tracker.json"  # {"wandb": "<run id>", "swanlab": "<run id>"}
@@ -36,8 +38,6 @@ def default_run_name(config: dict) -> str:
 
 def _import(module: str):
     """The tracker's package (named as the tracker), or a one-line error with its install command."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -45,31 +45,32 @@ def _import(module: str):
                             f"{INSTALL[module]}") from None
 
 
-class TensorBoardTracker:
+class TensorBoardTracker(EventHandler):
     """Event files under {run_dir}/tensorboard (or `log_dir`)."""
 
     def __init__(self, log_dir: Path, purge_step: Optional[int] = None):
         _import("tensorboard")
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
 
         # purge_step: a resumed run drops the events a crashed process logged after its resume point
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self.writer.add_text("config", "```\n" + json.dumps(event.config, indent=2) + "\n```", event.start_step)
-        elif isinstance(event, StepLogged):
-            for key, value in scalars(event).items():
-                self.writer.add_scalar(f"train/{key}", value, event.global_step, walltime=event.time)
-        elif isinstance(event, RunEnded):
-            self.close()
+    def on_run_started(self, event: RunStarted) -> None:
+        self.writer.add_text("config", "```\n" + json.dumps(event.config, indent=2) + "\n```", event.start_step)
+
+    def on_step_logged(self, event: StepLogged) -> None:
+        for key, value in scalars(event).items():
+            self.writer.add_scalar(f"train/{key}", value, event.global_step, walltime=event.time)
+
+    def on_run_ended(self, event: RunEnded) -> None:
+        self.close()
 
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
 
 
-class _HostedTracker:
+class _HostedTracker(EventHandler):
     """W&B and SwanLab share an API shape: init(project, name, config, id, resume), log(dict, step), finish()."""
 
     module = ""
@@ -77,7 +78,7 @@ class _HostedTracker:
     def __init__(self, run_dir: Path, project: str):
         self.lib = _import(self.module)
         self.run_dir, self.project = run_dir, project
-        self.run = None
+        self.run: Any = None
 
     def _ids(self) -> dict:
         try:
@@ -88,13 +89,19 @@ class _HostedTracker:
     def _remember(self, run_id: str) -> None:
         atomic_write_json(self.run_dir / IDS_FILE, {**self._ids(), self.module: run_id})
 
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self.run = self._init(default_run_name(event.config), event.config, self._ids().get(self.module))
-            self._remember(str(self.run.id))
-        elif isinstance(event, StepLogged) and self.run is not None:
+    def _init(self, name: str, config: dict, run_id: Optional[str]) -> Any:
+        raise NotImplementedError
+
+    def on_run_started(self, event: RunStarted) -> None:
+        self.run = self._init(default_run_name(event.config), event.config, self._ids().get(self.module))
+        self._remember(str(self.run.id))
+
+    def on_step_logged(self, event: StepLogged) -> None:
+        if self.run is not None:
             self.lib.log(scalars(event), step=event.global_step)
-        elif isinstance(event, RunEnded) and self.run is not None:
+
+    def on_run_ended(self, event: RunEnded) -> None:
+        if self.run is not None:
             self.lib.finish()
 
 
@@ -114,8 +121,6 @@ class SwanLabTracker(_HostedTracker):
     module = "swanlab"
 
     def _init(self, name: str, config: dict, run_id: Optional[str]):
-        import os
-
         return self.lib.init(project=self.project, experiment_name=name, config=config, id=run_id,
                              resume="allow", logdir=str(self.run_dir / "swanlog"),
                              mode=os.environ.get("SWANLAB_MODE") or None)
@@ -136,13 +141,11 @@ def make_tracker(name: str, run_dir: Path, project: str, purge_step: Optional[in
 
 def export_tensorboard(store, out_dir: Optional[Path] = None) -> Path:
     """Write a recorded run's metrics as TensorBoard event files (for runs trained without a tracker)."""
-    from .events import event_from_record
-
     log_dir = Path(out_dir) if out_dir else store.path / "tensorboard"
     tracker = TensorBoardTracker(log_dir)
     for record in store.read_events() + store.read_metrics():
         event = event_from_record(record)
-        if isinstance(event, (RunStarted, StepLogged)):
+        if isinstance(event, (RunStarted, StepLogged)):  # not RunEnded: the writer stays open until here
             tracker(event)
     tracker.close()
     return log_dir

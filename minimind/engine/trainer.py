@@ -1,13 +1,16 @@
 """The Trainer: the seed notebook's pretraining loop, steerable and exactly resumable.
 
 It knows nothing of terminals: it reports typed events to observers and records every run in its
-run directory. Call `run()` from any thread; steer it with a RunControl.
+run directory. Constructing a Trainer builds everything (and raises MiniMindError before any
+work); `run()` trains. Call `run()` from any thread; steer it with a RunControl.
 
-The loop is the seed's (AdamW, cosine LR from step 1, masked CE + aux loss, clipping, AMP on
-CUDA, fp16 weights every save_interval steps) with MiniMind's gradient-accumulation slips fixed:
-the optimizer steps after every `accumulation_steps` micro-batches counted from 1, a short last
-window at an epoch's end is applied (its loss averaged over its own length), and the logged loss
-is the window's mean.
+Two counts, two names: a *micro-step* is one micro-batch (forward + backward; MiniMind's `step`,
+which the log lines, metrics and LR schedule count), an *optimizer step* applies the gradients of
+`accumulation_steps` micro-steps. The loop is the seed's (AdamW, cosine LR from micro-step 1,
+masked CE + aux loss, clipping, AMP, fp16 weights every save_interval micro-steps) with MiniMind's
+gradient-accumulation slips fixed: the optimizer steps after every `accumulation_steps`
+micro-steps counted from 1, a short last window at an epoch's end is applied (its loss averaged
+over its own length), and the logged loss is the window's mean.
 """
 
 from __future__ import annotations
@@ -20,41 +23,48 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, cast
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
-from ..config import RunConfig, effective_tracker
-from ..data import EpochSampler, PackedDataset, PretrainDataset, TokenCache, resolve_data_path
+from ..config import RESUME_OVERRIDABLE, RunConfig, effective_tracker
+from ..data import EpochSampler, TrainingSet, build_training_set
 from ..errors import CheckpointError, MiniMindError
-from ..model import MiniMindLM, count_parameters
+from ..events import Alert, CheckpointSaved, Event, Observer, RunEnded, RunStarted, RunState, StateChanged, StepLogged
+from ..interop import load_state, to_classic
+from ..models.classic import MiniMindLM, count_parameters
+from ..storage.atomic import remove_stale_temp_files
+from ..storage.checkpoint import (
+    WeightsLock,
+    apply_weights,
+    load_resume_state,
+    rng_state,
+    save_resume_state,
+    save_weights,
+    set_rng_state,
+    unwrap,
+    weights_path,
+)
+from ..storage.run_store import RunStore
 from ..tokenizer import load_tokenizer
-from .atomic import remove_stale_temp_files
-from .checkpoint import (WeightsLock, apply_weights, load_resume_state, rng_state, save_resume_state, save_weights,
-                         set_rng_state, unwrap, weights_path)
 from . import distributed
 from .control import RunControl
 from .distributed import World, current_world
 from .environment import Precision, describe_device, resolve_precision
-from .events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, StateChanged, StepLogged
-from .run_store import RunStore
 from .loss import masked_lm_loss
 from .schedule import get_lr
 from .trackers import make_tracker
 
-Observer = Callable[[Event], None]
-VALIDATE_ALL_BELOW = 64 << 20  # corpora smaller than this are checked line by line before training
 PAUSE_POLL_S = 0.2
-# Resumable settings a resumed run may change: they do not alter what the model learns.
-RESUME_OVERRIDABLE = {"log_interval", "save_interval", "num_workers", "on_nan", "resume_every_s", "device",
-                      "save_dir", "run_name", "nproc", "compile", "tracker", "use_wandb", "wandb_project"}
 
 
 @dataclass
 class Position:
     """Where the run is: samples of the current epoch (0-based) consumed by all ranks together.
-    Samples, not steps, so a run can resume with a different number of processes."""
+    Samples, not micro-steps, so a run can resume with a different number of processes."""
 
     epoch: int = 0
     samples: int = 0
@@ -62,16 +72,16 @@ class Position:
 
 @dataclass
 class _Window:
-    """Sums over one optimizer step's micro-batches, kept on the device (no host sync)."""
+    """Sums over one optimizer step's micro-steps, kept on the device (no host sync)."""
 
     loss: Optional[torch.Tensor] = None
     aux: Optional[torch.Tensor] = None
-    micro: int = 0
+    micro_steps: int = 0
 
     def add(self, loss: torch.Tensor, aux: torch.Tensor) -> None:
         self.loss = loss if self.loss is None else self.loss + loss
         self.aux = aux if self.aux is None else self.aux + aux
-        self.micro += 1
+        self.micro_steps += 1
 
 
 @dataclass
@@ -80,74 +90,102 @@ class _Meter:
 
     active: float = 0.0  # seconds spent training in this process
     since_log_time: float = 0.0
-    since_log_steps: int = 0
+    since_log_micro_steps: int = 0
     since_log_tokens: int = 0
     since_log_positions: int = 0
-    steps_done: int = 0  # micro-batches done in this process
+    micro_steps_done: int = 0  # in this process
     epoch_active: float = 0.0
-    epoch_steps: int = 0
+    epoch_micro_steps: int = 0
 
 
 class Trainer:
+    # ---- inputs ----------------------------------------------------------------------------
+    config: RunConfig
+    control: RunControl
+    observers: list[Observer]
+    world: World
+    resume_dir: Optional[Path]
+    # ---- built by __init__ ------------------------------------------------------------------
+    precision: Precision
+    tokenizer: Any  # a transformers PreTrainedTokenizerFast
+    data: TrainingSet
+    model: MiniMindLM
+    wrapped: nn.Module  # the model, inside DistributedDataParallel when distributed
+    forward: Callable  # `wrapped`, compiled when --compile
+    n_params: int
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    sampler: EpochSampler
+    loader: torch.utils.data.DataLoader
+    iters: int  # micro-steps per epoch (per rank)
+    total_steps: int  # micro-steps in the run
+    store: Optional[RunStore]  # rank 0 only
+    weights_file: Optional[Path]  # where the seed's weights go (rank 0 only)
+    weights_lock: Optional[WeightsLock]
+    notes: list[str]  # one-line facts told once at the start
+    # ---- progress ----------------------------------------------------------------------------
+    position: Position
+    micro_step: int  # micro-steps done in the run (MiniMind's global step)
+    lr: float
+    meter: _Meter
+
     def __init__(self, config: Optional[RunConfig] = None, control: Optional[RunControl] = None,
                  observers: Iterable[Observer] = (), resume: Optional[str | os.PathLike] = None,
                  overrides: Optional[dict] = None):
-        """A new run from `config`, or with `resume` the run in that directory, continued with its
-        own saved config and only the `overrides` that do not change the math."""
-        self.config = config or RunConfig()
-        self.overrides = dict(overrides or {})
+        """A new run of `config`, or with `resume` the run in that directory, continued with its own
+        saved config and only the `overrides` that do not change the math. Checks everything that can
+        be checked and builds the run; raises MiniMindError before any training."""
         self.control = control or RunControl()
         self.observers = list(observers)
+        self.world = current_world()
         self.resume_dir = Path(resume) if resume else None
-        self.store: Optional[RunStore] = None  # rank 0 only
-        self.world: World = current_world()
-        self.global_step = 0
+        self.notes = []
+        self.micro_step = 0
+        self.position = Position()
+        self.lr = 0.0
+        self.meter = _Meter()
         self._poisoned = False  # a non-finite loss was seen: never save over good checkpoints
         self._last_resume_save = 0.0
         self._resume_saved_at = -1
 
-    # ---- setup -------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Check everything that can be checked and build the run; raise MiniMindError before any work."""
+        resume_state = self._load_resume_state(self.resume_dir, overrides or {}) if self.resume_dir else None
+        if resume_state is None:
+            self.config = config or RunConfig()
+        self._resume_state = resume_state
+        self.precision = resolve_precision(self.config.train.device, self.config.train.dtype,
+                                           self.world.local_rank if self.world.distributed else None)
+        distributed.init(self.world, self.precision.device)
+        self._build_data()
+        self._build_model(resume_state)
+        self._build_optimizer(resume_state)
+        self._open_run_record()
+        self._build_loader()
+
+    # ---- build steps ---------------------------------------------------------------------------
+    def _load_resume_state(self, resume_dir: Path, overrides: dict) -> dict:
+        store = RunStore.open(resume_dir)
+        if not store.resume_path.is_file():
+            raise CheckpointError(f"{store.path} has no resume state (checkpoints/resume.pt): it stopped "
+                                  "before its first save; start it again instead")
+        state = load_resume_state(store.resume_path)
+        self.config = _resume_config(RunConfig.from_dict(state["config"]), overrides)
+        return state
+
+    def _build_data(self) -> None:
         cfg, train = self.config.model, self.config.train
-        resume_state = None
-        if self.resume_dir is not None:
-            store = RunStore.open(self.resume_dir)
-            if not store.resume_path.is_file():
-                raise CheckpointError(f"{store.path} has no resume state (checkpoints/resume.pt): it stopped "
-                                      "before its first save; start it again instead")
-            resume_state = load_resume_state(store.resume_path)
-            self.config = cfg_run = _resume_config(RunConfig.from_dict(resume_state["config"]), self.overrides)
-            cfg, train = cfg_run.model, cfg_run.train
-        world = self.world
-        self.precision: Precision = resolve_precision(train.device, train.dtype,
-                                                      world.local_rank if world.distributed else None)
-        distributed.init(world, self.precision.device)
         self.tokenizer = load_tokenizer(train.tokenizer)
         if len(self.tokenizer) > cfg.vocab_size:
             raise MiniMindError(f"the tokenizer has {len(self.tokenizer)} tokens but vocab_size is {cfg.vocab_size}: "
                                 f"set --vocab_size {len(self.tokenizer)} or use a smaller tokenizer")
-        documents = PretrainDataset(resolve_data_path(train.data_path), self.tokenizer, cfg.max_seq_len)
-        texts = documents.texts
-        texts.validate(None if texts.path.stat().st_size < VALIDATE_ALL_BELOW else 1000)
-        self.notes: list[str] = []
-        if train.packing:
-            started = time.perf_counter()
-            cache = TokenCache(texts, self.tokenizer)
-            tokens = cache.load()
-            self.dataset = PackedDataset(tokens, cfg.max_seq_len, self.tokenizer.pad_token_id)
-            how = f"built in {time.perf_counter() - started:.1f} s" if cache.built else "reused"
-            self.notes.append(f"packing: {len(tokens):,} tokens into {len(self.dataset)} rows of "
-                                   f"{cfg.max_seq_len} (token cache {how}: {cache.path})")
-        else:
-            self.dataset = documents
-        self.documents = documents
+        self.data = build_training_set(train.data_path, self.tokenizer, cfg.max_seq_len, train.packing)
+        if self.data.note:
+            self.notes.append(self.data.note)
+
+    def _build_model(self, resume_state: Optional[dict]) -> None:
+        cfg, train = self.config.model, self.config.train
         init_state = None
         if train.init_from and resume_state is None:
-            from ..interop import load_state, to_classic
-
             init_state = to_classic(load_state(train.init_from), cfg.n_heads)  # classic or MiniMind2 layout
-
         torch.manual_seed(train.seed)  # before the model is built, as the seed notebook
         self.model = MiniMindLM(cfg)
         if init_state is not None:
@@ -157,95 +195,103 @@ class Trainer:
         self.model.to(self.precision.device)
         self.n_params = count_parameters(self.model)
         self.wrapped = self.model
-        if world.distributed:  # gradients are averaged over ranks; rank 0's initial weights are broadcast
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.wrapped = DistributedDataParallel(
-                self.model, device_ids=[self.precision.device.index] if self.precision.device.type == "cuda" else None)
+        if self.world.distributed:  # gradients are averaged over ranks; rank 0's initial weights are broadcast
+            device = self.precision.device
+            self.wrapped = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.forward = torch.compile(self.wrapped) if train.compile else self.wrapped
+
+    def _build_optimizer(self, resume_state: Optional[dict]) -> None:
+        train = self.config.train
         self.optimizer = _adamw(self.model.parameters(), train.learning_rate)
         self.scaler = torch.amp.GradScaler(self.precision.device.type, enabled=self.precision.use_scaler)
-
-        self.sampler = EpochSampler(len(self.dataset), shuffle=train.shuffle, seed=train.seed,
-                                    rank=world.rank, world_size=world.size)
-        self.iters = math.ceil(EpochSampler.per_rank(len(self.dataset), world.size) / train.batch_size)
+        self.sampler = EpochSampler(len(self.data.rows), shuffle=train.shuffle, seed=train.seed,
+                                    rank=self.world.rank, world_size=self.world.size)
+        self.iters = math.ceil(EpochSampler.per_rank(len(self.data.rows), self.world.size) / train.batch_size)
         self.total_steps = train.epochs * self.iters
-        self.position = Position()
-        if resume_state is not None:
-            self.optimizer.load_state_dict(resume_state["optimizer"])
-            if resume_state.get("scaler"):
-                self.scaler.load_state_dict(resume_state["scaler"])
-            self.position = Position(resume_state["epoch"], resume_state["samples"])
-            if self.position.epoch >= train.epochs and self.position.samples:
-                raise CheckpointError(f"{self.resume_dir} is past its last epoch: the corpus changed since it was saved")
-            self.global_step = self.position.epoch * self.iters + self._step_at(self.position.samples)
-            set_rng_state(resume_state["rng"])
-            self._resume_saved_at = self.global_step
-        self._resume_state = resume_state
-        if world.is_main:
-            self.store = RunStore(self.resume_dir) if resume_state is not None else RunStore.create(train.save_dir, train.run_name)
-            if resume_state is not None:
-                self.store.truncate_metrics(self.global_step)
-            self.weights_file = self._claim_weights_file()
-            remove_stale_temp_files(self.store.checkpoints_dir)
-            self.store.write_config({**self.config.to_dict(), "run": {
-                "run_id": self.store.run_id, "minimind_version": __version__, "torch_version": torch.__version__,
-                "world_size": world.size, "data_path": str(texts.path), "n_docs": len(texts),
-                "n_params": self.n_params, "created": time.time()}})
-            self.control.connect_inbox(self.store.take_requests)
-            tracker = make_tracker(effective_tracker(train), self.store.path, train.wandb_project,
-                                   purge_step=self.global_step + 1 if resume_state is not None else None)
-            if tracker is not None:
-                self.observers.append(tracker)
+        if resume_state is None:
+            return
+        self.optimizer.load_state_dict(resume_state["optimizer"])
+        if resume_state.get("scaler"):
+            self.scaler.load_state_dict(resume_state["scaler"])
+        self.position = Position(resume_state["epoch"], resume_state["samples"])
+        if self.position.epoch >= train.epochs and self.position.samples:
+            raise CheckpointError(f"{self.resume_dir} is past its last epoch: the corpus changed since it was saved")
+        self.micro_step = self.position.epoch * self.iters + self._micro_steps_at(self.position.samples)
+        set_rng_state(resume_state["rng"])
+        self._resume_saved_at = self.micro_step
+
+    def _open_run_record(self) -> None:
+        """Rank 0: the run directory (new, or the resumed one cut back to the resume point)."""
+        self.store, self.weights_file, self.weights_lock = None, None, None
+        if not self.world.is_main:
+            return
+        train = self.config.train
+        resumed = self.resume_dir is not None
+        store = self.store = RunStore(self.resume_dir) if self.resume_dir else RunStore.create(train.save_dir, train.run_name)
+        if resumed:
+            store.truncate_after(self.micro_step)
+        self.weights_file = self._claim_weights_file(store)
+        remove_stale_temp_files(store.checkpoints_dir)
+        store.write_config({**self.config.to_dict(), "run": {
+            "run_id": store.run_id, "minimind_version": __version__, "torch_version": torch.__version__,
+            "world_size": self.world.size, "data_path": str(self.data.path), "n_docs": len(self.data.documents),
+            "n_params": self.n_params, "created": time.time()}})
+        self.control.connect_inbox(store.take_requests)
+        tracker = make_tracker(effective_tracker(train), store.path, train.wandb_project,
+                               purge_step=self.micro_step + 1 if resumed else None)
+        if tracker is not None:
+            self.observers.append(tracker)
+
+    def _build_loader(self) -> None:
+        train = self.config.train
         self.loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=train.batch_size, sampler=self.sampler, num_workers=train.num_workers,
+            cast(torch.utils.data.Dataset, self.data.rows), batch_size=train.batch_size, sampler=self.sampler,
+            num_workers=train.num_workers,
             pin_memory=self.precision.device.type == "cuda", drop_last=False,
             persistent_workers=train.num_workers > 0, worker_init_fn=_ignore_sigint,
             generator=torch.Generator().manual_seed(train.seed))  # keep the global RNG for dropout only
 
-    # ---- running -----------------------------------------------------------------------------
+    # ---- running -------------------------------------------------------------------------------
     def run(self) -> RunEnded:
-        """Train to the end, a stop request or a failure. Setup errors raise before any work."""
-        if not hasattr(self, "model"):
-            self.prepare()
+        """Train to the end, a stop request or a failure."""
         notes = list(self.precision.notes) + self.notes
         if self._resume_state is not None:
             saved_world = self._resume_state.get("world_size", 1)
-            notes.append(f"resumed at step {self.global_step}/{self.total_steps} from {self.resume_dir}"
+            notes.append(f"resumed at step {self.micro_step}/{self.total_steps} from {self.resume_dir}"
                          + (f" (saved with {saved_world} processes, continuing with {self.world.size}: the data "
                             "position is kept in samples)" if saved_world != self.world.size else ""))
         run_dir = str(self.store.path) if self.store else ""
         self._emit(RunStarted(
             run_id=self.store.run_id if self.store else "", run_dir=run_dir, config=self.config.to_dict(),
             n_params=self.n_params, device=describe_device(self.precision.device),
-            precision=self.precision.description, data_path=str(self.documents.path), n_docs=len(self.documents),
-            iters_per_epoch=self.iters, total_steps=self.total_steps, start_step=self.global_step,
+            precision=self.precision.description, data_path=str(self.data.path), n_docs=len(self.data.documents),
+            iters_per_epoch=self.iters, total_steps=self.total_steps, start_step=self.micro_step,
             world_size=self.world.size, notes=tuple(notes)))
         self._last_resume_save = time.monotonic()
-        status, error = "finished", None
+        status, error = RunState.FINISHED, None
         try:
-            stopped = self._train_epochs()
-            if stopped:
-                status = "stopped"
+            if self._train_epochs():
+                status = RunState.STOPPED
             self._save_resume()
         except MiniMindError as e:
-            status, error = "failed", str(e)
+            status, error = RunState.FAILED, str(e)
         except torch.cuda.OutOfMemoryError:
-            status, error = "failed", ("CUDA out of memory: lower --batch_size or --max_seq_len, or use "
-                                       "--accumulation_steps for the same effective batch")
+            status, error = RunState.FAILED, ("CUDA out of memory: lower --batch_size or --max_seq_len, or use "
+                                              "--accumulation_steps for the same effective batch")
         except Exception as e:  # a bug: keep the traceback in the run directory, show one line
             where = self.store.path if self.store else Path(".")
-            status, error = "failed", f"internal error {type(e).__name__}: {e} (traceback in {where / 'traceback.txt'})"
+            status, error = RunState.FAILED, (f"internal error {type(e).__name__}: {e} "
+                                              f"(traceback in {where / 'traceback.txt'})")
             (where / "traceback.txt").write_text(traceback.format_exc())
         finally:
             self._shutdown_loader()
-            if self.store is not None:
+            if self.weights_lock is not None:
                 self.weights_lock.release()
-            if status != "failed":  # a failed rank must not wait at a barrier the others never reach
+            if status != RunState.FAILED:  # a failed rank must not wait at a barrier the others never reach
                 distributed.shutdown(self.world)
-        ended = RunEnded(status=status, global_step=self.global_step, total_steps=self.total_steps,
+        ended = RunEnded(status=status, global_step=self.micro_step, total_steps=self.total_steps,
                          run_dir=run_dir, error=error,
-                         resumable=bool(self.store and self.store.resume_path.is_file()) and status != "finished")
+                         resumable=bool(self.store and self.store.resume_path.is_file()) and status != RunState.FINISHED)
         self._emit(ended)
         return ended
 
@@ -254,19 +300,19 @@ class Trainer:
         train = self.config.train
         meter = self.meter = _Meter()
         self.model.train()
-        per_step = train.batch_size * self.world.size  # samples all ranks consume per micro-batch
+        per_micro_step = train.batch_size * self.world.size  # samples all ranks consume per micro-step
         for epoch in range(self.position.epoch, train.epochs):
             first = self.position.samples if epoch == self.position.epoch else 0
-            start = self._step_at(first)
+            start = self._micro_steps_at(first)
             self.sampler.set_epoch(epoch, first)
-            meter.epoch_active, meter.epoch_steps = 0.0, 0
+            meter.epoch_active, meter.epoch_micro_steps = 0.0, 0
             window = _Window()
-            step = start
+            step = start  # micro-step within the epoch, 1-based once running (MiniMind's `step`)
             tick = time.perf_counter()
             for X, Y, loss_mask in self.loader:
                 step += 1
-                self.global_step = epoch * self.iters + step
-                self._set_lr(self.global_step)
+                self.micro_step = epoch * self.iters + step
+                self._set_lr(self.micro_step)
                 size = self._window_size(step)
                 window_end = not (step % train.accumulation_steps and step != self.iters)
                 loss, aux = self._forward_backward(X, Y, loss_mask, size, sync=window_end)
@@ -276,20 +322,20 @@ class Trainer:
                 if not window_end:
                     continue
                 grad_norm = self._optimizer_step()
-                self.position = Position(epoch, min(len(self.dataset), first + (step - start) * per_step))
+                self.position = Position(epoch, min(len(self.data.rows), first + (step - start) * per_micro_step))
                 now = time.perf_counter()
                 elapsed, tick = now - tick, now
                 meter.active += elapsed
                 meter.epoch_active += elapsed
                 meter.since_log_time += elapsed
-                meter.steps_done += window.micro
-                meter.epoch_steps += window.micro
-                meter.since_log_steps += window.micro
-                crossed = lambda interval: interval > 0 and (step // interval > (step - window.micro) // interval)
+                meter.micro_steps_done += window.micro_steps
+                meter.epoch_micro_steps += window.micro_steps
+                meter.since_log_micro_steps += window.micro_steps
                 last = step == self.iters
-                if crossed(train.log_interval) or last:
+                if _crossed(train.log_interval, step, window.micro_steps) or last:
                     self._log(epoch, step, window, grad_norm)
-                if (crossed(train.save_interval) or (last and train.save_interval > 0)) and not self._poisoned:
+                if (_crossed(train.save_interval, step, window.micro_steps) or (last and train.save_interval > 0)) \
+                        and not self._poisoned:
                     self._save_weights()
                 window = _Window()
                 if self._handle_control():
@@ -298,28 +344,29 @@ class Trainer:
             self.position = Position(epoch + 1, 0)
         return False
 
-    def _step_at(self, samples: int) -> int:
-        """Micro-batches of an epoch done once `samples` of it are consumed (with this world size)."""
-        left = EpochSampler.per_rank(len(self.dataset) - samples, self.world.size)
+    def _micro_steps_at(self, samples: int) -> int:
+        """Micro-steps of an epoch done once `samples` of it are consumed (with this world size)."""
+        left = EpochSampler.per_rank(len(self.data.rows) - samples, self.world.size)
         return self.iters - math.ceil(left / self.config.train.batch_size)
 
     def _window_size(self, step: int) -> int:
-        """Micro-batches in the optimizer step that contains micro-batch `step` (1-based)."""
+        """Micro-steps in the optimizer step that contains micro-step `step` (1-based, in the epoch)."""
         accum = self.config.train.accumulation_steps
         last_full = self.iters - self.iters % accum
         return self.iters % accum if step > last_full else accum
 
-    def _set_lr(self, step: int) -> None:
+    def _set_lr(self, micro_step: int) -> None:
         train = self.config.train
-        self.lr = get_lr(step, self.total_steps, train.learning_rate, train.warmup_iters)
+        self.lr = get_lr(micro_step, self.total_steps, train.learning_rate, train.warmup_iters)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
 
     def _forward_backward(self, X, Y, loss_mask, window_size: int, sync: bool = True):
         device = self.precision.device
         X, Y, loss_mask = (t.to(device, non_blocking=True) for t in (X, Y, loss_mask))
-        # Inside an accumulation window DDP skips the gradient all-reduce until the last micro-batch.
-        no_sync = self.wrapped.no_sync() if self.world.distributed and not sync else contextlib.nullcontext()
+        # Inside an accumulation window DDP skips the gradient all-reduce until the last micro-step.
+        no_sync = self.wrapped.no_sync() if isinstance(self.wrapped, DistributedDataParallel) and not sync \
+            else contextlib.nullcontext()
         with no_sync:
             with self.precision.autocast():
                 res = self.forward(X)
@@ -334,7 +381,7 @@ class Trainer:
         if clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -342,6 +389,7 @@ class Trainer:
 
     def _log(self, epoch: int, step: int, window: _Window, grad_norm: torch.Tensor) -> None:
         train, meter = self.config.train, self.meter
+        assert window.loss is not None and window.aux is not None  # a logged window ran micro-steps
         loss, aux = window.loss.item(), window.aux.item()  # the one host sync, on log steps only
         if self.world.distributed:  # every rank's mean, and every rank's tokens
             total_loss, total_aux, tokens, positions = distributed.sum_values(
@@ -349,21 +397,21 @@ class Trainer:
             loss, aux = total_loss / self.world.size, total_aux / self.world.size
             meter.since_log_tokens, meter.since_log_positions = int(tokens), int(positions)
         rate_time = max(meter.since_log_time, 1e-9)
-        per_step = meter.active / max(meter.steps_done, 1)
-        epoch_per_step = meter.epoch_active / max(meter.epoch_steps, 1)
+        per_micro_step = meter.active / max(meter.micro_steps_done, 1)
+        epoch_per_micro_step = meter.epoch_active / max(meter.epoch_micro_steps, 1)
         event = StepLogged(
-            epoch=epoch + 1, epochs=train.epochs, step=step, iters=self.iters, global_step=self.global_step,
+            epoch=epoch + 1, epochs=train.epochs, step=step, iters=self.iters, global_step=self.micro_step,
             total_steps=self.total_steps, loss=loss, logits_loss=loss - aux, aux_loss=aux, lr=self.lr,
             grad_norm=float(grad_norm), tokens=meter.since_log_tokens,
             tokens_per_s=meter.since_log_tokens / rate_time, positions_per_s=meter.since_log_positions / rate_time,
-            step_time=meter.since_log_time / max(meter.since_log_steps, 1), elapsed=meter.active,
-            epoch_eta=epoch_per_step * (self.iters - step),
-            total_eta=per_step * (self.total_steps - self.global_step))
-        meter.since_log_time, meter.since_log_steps = 0.0, 0
+            step_time=meter.since_log_time / max(meter.since_log_micro_steps, 1), elapsed=meter.active,
+            epoch_eta=epoch_per_micro_step * (self.iters - step),
+            total_eta=per_micro_step * (self.total_steps - self.micro_step))
+        meter.since_log_time, meter.since_log_micro_steps = 0.0, 0
         meter.since_log_tokens = meter.since_log_positions = 0
         self._emit(event)
         if not (math.isfinite(loss) and math.isfinite(aux)):
-            self._on_nonfinite(f"loss is {loss} at step {self.global_step}")
+            self._on_nonfinite(f"loss is {loss} at step {self.micro_step}")
 
     def _on_nonfinite(self, what: str) -> None:
         self._poisoned = True
@@ -383,10 +431,10 @@ class Trainer:
         pause and save-now are rank 0's, which alone reads the run directory's requests."""
         self.control.poll()
         main = self.world.is_main
-        flags = [self.control.stop_reason is not None, main and self.control.paused,
-                 main and self.control.take_save_request()]
+        flags = [int(self.control.stop_reason is not None), int(main and self.control.paused),
+                 int(main and self.control.take_save_request())]
         if self.world.distributed:
-            flags = distributed.max_flags([int(f) for f in flags], self.precision.device)
+            flags = distributed.max_flags(flags, self.precision.device)
             if flags[0] and self.control.stop_reason is None:
                 self.control.stop("stop requested on another rank")
         return bool(flags[0]), bool(flags[1]), bool(flags[2])
@@ -397,7 +445,7 @@ class Trainer:
         if save:
             self._save_now()
         if paused and not stop:
-            self._emit(StateChanged("paused", "pause requested"))
+            self._emit(StateChanged(RunState.PAUSED, "pause requested"))
             while paused and not stop:
                 self.control.wait(PAUSE_POLL_S) if self.world.is_main else time.sleep(PAUSE_POLL_S)
                 if self.store is not None:
@@ -406,14 +454,14 @@ class Trainer:
                 if save:
                     self._save_now()
             if not stop:
-                self._emit(StateChanged("running", "resumed"))
+                self._emit(StateChanged(RunState.RUNNING, "resumed"))
         if stop:
-            self._emit(StateChanged("stopping", self.control.stop_reason or "stop requested"))
+            self._emit(StateChanged(RunState.STOPPING, self.control.stop_reason or "stop requested"))
             return True
         return False
 
-    # ---- checkpoints -------------------------------------------------------------------------
-    def _claim_weights_file(self) -> Path:
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def _claim_weights_file(self, store: RunStore) -> Path:
         """The seed's {save_dir}/{save_weight}_{dim}[_moe].pth, or a copy in the run directory when
         another live run in the same save_dir already writes that file."""
         train, cfg = self.config.train, self.config.model
@@ -422,19 +470,19 @@ class Trainer:
         self.weights_lock = WeightsLock(path)
         if self.weights_lock.acquire():
             return path
-        own = self.store.path / path.name
+        own = store.path / path.name
         self.notes.append(f"another live run writes {path}: this run saves its weights to {own}")
         return own
 
     def _save_weights(self) -> None:
-        if self.store is None:  # rank 0 alone saves
+        if self.weights_file is None:  # rank 0 alone saves
             return
         if self._poisoned:
             self._emit(Alert("not saving weights: a non-finite loss was seen, the weights may be corrupt"))
             return
         path = self.weights_file
         _writing(path, lambda: save_weights(self.model, path))
-        self._emit(CheckpointSaved("weights", str(path), self.global_step))
+        self._emit(CheckpointSaved("weights", str(path), self.micro_step))
         if time.monotonic() - self._last_resume_save >= self.config.train.resume_every_s or self._resume_saved_at < 0:
             self._save_resume()
 
@@ -444,12 +492,13 @@ class Trainer:
         self._save_resume()
 
     def _save_resume(self) -> None:
-        if self.store is None or self._poisoned or self._resume_saved_at == self.global_step:
+        if self.store is None or self._poisoned or self._resume_saved_at == self.micro_step:
             return
-        _writing(self.store.resume_path, lambda: save_resume_state(self.store.resume_path, self.state_dict()))
+        path = self.store.resume_path
+        _writing(path, lambda: save_resume_state(path, self.state_dict()))
         self._last_resume_save = time.monotonic()
-        self._resume_saved_at = self.global_step
-        self._emit(CheckpointSaved("resume", str(self.store.resume_path), self.global_step))
+        self._resume_saved_at = self.micro_step
+        self._emit(CheckpointSaved("resume", str(path), self.micro_step))
 
     def state_dict(self) -> dict:
         """Everything an exact resume needs, loadable with torch.load(weights_only=True)."""
@@ -460,25 +509,30 @@ class Trainer:
             "rng": rng_state(),
             "epoch": self.position.epoch,
             "samples": self.position.samples,
-            "global_step": self.global_step,
+            "global_step": self.micro_step,
             "config": self.config.to_dict(),
             "world_size": self.world.size,
             "minimind_version": __version__,
         }
 
-    # ---- plumbing ----------------------------------------------------------------------------
+    # ---- plumbing --------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
         if not self.world.is_main:  # rank 0 alone reports
             return
         if self.store is not None:
-            self.store.record(event)
+            self.store(event)
         for observer in self.observers:
             observer(event)
 
     def _shutdown_loader(self) -> None:
-        iterator = getattr(self.loader, "_iterator", None) if hasattr(self, "loader") else None
+        iterator = getattr(self.loader, "_iterator", None)  # DataLoader keeps its worker iterator here
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
+
+
+def _crossed(interval: int, step: int, window: int) -> bool:
+    """Did the last optimizer step (covering micro-steps step-window+1 .. step) pass a multiple of interval?"""
+    return interval > 0 and step // interval > (step - window) // interval
 
 
 def _resume_config(saved: RunConfig, overrides: dict) -> RunConfig:

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .events import Alert, Event, RunEnded, RunStarted, event_from_record
-from .run_store import LIVE_STATES, RunStore
+from ..events import Alert, Event, RunEnded, RunStarted, RunState, event_from_record
+from ..storage.run_store import RunStore
 
 
 class _LineReader:
@@ -18,13 +18,15 @@ class _LineReader:
         self.path = path
         self.offset = 0
         self.partial = b""
+        self.identity: tuple[int, int] | None = None  # (device, inode) of the file being read
 
     def read(self) -> list[dict]:
         try:
             with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self.offset:  # rewritten (resume truncates metrics): start over
-                    self.offset, self.partial = 0, b""
+                stat = os.fstat(f.fileno())
+                # A resume rewrites the file (atomically: a new inode): read it again from the start.
+                if (stat.st_dev, stat.st_ino) != self.identity or stat.st_size < self.offset:
+                    self.identity, self.offset, self.partial = (stat.st_dev, stat.st_ino), 0, b""
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
@@ -59,15 +61,15 @@ class RunTail:
                 self.ended = e
             elif isinstance(e, RunStarted):  # a resumed run continues after its earlier end
                 self.ended = None
-        if self.ended is None and self.store.state() == "lost":
+        if self.ended is None and self.store.state() == RunState.LOST:
             status = self.store.read_status()
-            self.ended = RunEnded(status="failed", global_step=int(status.get("global_step", 0)),
+            error = "the process training this run is gone (killed or crashed)"
+            self.ended = RunEnded(status=RunState.FAILED, global_step=int(status.get("global_step", 0)),
                                   total_steps=int(status.get("total_steps", 0)), run_dir=str(self.store.path),
-                                  error="the process training this run is gone (killed or crashed)",
-                                  resumable=self.store.resume_path.is_file())
-            events += [Alert(self.ended.error, level="error"), self.ended]
+                                  error=error, resumable=self.store.resume_path.is_file())
+            events += [Alert(error, level="error"), self.ended]
         return events
 
     @property
     def live(self) -> bool:
-        return self.store.read_status().get("state") in LIVE_STATES
+        return RunState.parse(self.store.read_status().get("state")).live

@@ -11,9 +11,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Select, Static
 
 from minimind.config import RunConfig
-from minimind.console import format_duration, format_loss
-from minimind.engine.run_store import LIVE_STATES, RunStore, RunSummary, list_runs
 from minimind.errors import MiniMindError
+from minimind.events import RunState
+from minimind.formatting import format_duration, format_loss
+from minimind.storage.run_store import RunStore, RunSummary, list_runs
 
 from ..widgets.loss_curve import LossCurve
 
@@ -49,10 +50,10 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
             yield Static("\n".join(f"{k}: {v}" for k, v in sorted(s.checkpoints.items())) or "no checkpoints",
                          id="detail-checkpoints")
             with Horizontal(classes="dialog-buttons"):
-                live = s.state in LIVE_STATES
+                live = s.state.live
                 yield Button("Attach", id="attach", variant="primary", disabled=not live)
                 yield Button("Resume", id="resume", variant="success",
-                             disabled=live or not s.resumable or s.state == "finished")
+                             disabled=live or not s.resumable or s.state == RunState.FINISHED)
                 yield Button("Sample text", id="sample")
                 yield Select(others, prompt="overlay another run", id="overlay")
                 yield Button("Back", id="back")
@@ -76,7 +77,7 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
         if event.button.id == "back":
             self.dismiss(None)
         else:
-            self.dismiss((event.button.id, self.store.path))
+            self.dismiss((event.button.id or "", self.store.path))
 
     def action_log_scale(self) -> None:
         self.query_one("#detail-curve", LossCurve).toggle_log_scale()

@@ -11,9 +11,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from minimind.config import SamplingConfig
 from minimind.errors import MiniMindError
 
 from ..messages import SampleText
+
+DEFAULTS = SamplingConfig()
 
 
 class SampleScreen(ModalScreen[None]):
@@ -32,11 +35,11 @@ class SampleScreen(ModalScreen[None]):
                 yield Input("", placeholder="text to continue", id="prompt")
             with Horizontal(classes="field-row"):
                 yield Label("max new tokens", classes="field-name")
-                yield Input("100", id="max-new-tokens", classes="short")
+                yield Input(str(DEFAULTS.max_new_tokens), id="max-new-tokens", classes="short")
                 yield Label("temperature", classes="field-name")
-                yield Input("0.75", id="temperature", classes="short")
+                yield Input(str(DEFAULTS.temperature), id="temperature", classes="short")
                 yield Label("top-p", classes="field-name")
-                yield Input("0.9", id="top-p", classes="short")
+                yield Input(str(DEFAULTS.top_p), id="top-p", classes="short")
             yield Static("", id="sample-output")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Generate", id="generate", variant="primary")
@@ -72,6 +75,7 @@ class SampleScreen(ModalScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _generate(self, prompt: str, max_new: int, temperature: float, top_p: float) -> None:
+        # Loading a model needs torch; the app itself starts without it.
         from minimind.inference import load_model, stream_text
         from minimind.tokenizer import load_tokenizer
 
@@ -82,7 +86,10 @@ class SampleScreen(ModalScreen[None]):
                 self.post_message(SampleText(piece))
         except MiniMindError as e:
             self.post_message(SampleText(error=str(e)))
-        self.post_message(SampleText(done=True))
+        except Exception as e:  # a bug: one line, and the screen stays usable
+            self.post_message(SampleText(error=f"internal error {type(e).__name__}: {e}"))
+        finally:
+            self.post_message(SampleText(done=True))
 
     def on_sample_text(self, message: SampleText) -> None:
         output = self.query_one("#sample-output", Static)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
@@ -12,12 +12,7 @@ from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 from minimind.config import GROUPS, FieldSpec, RunConfig, field_specs, parse_value
 from minimind.errors import ConfigError
 
-GROUP_TITLES = {
-    "model": "Model", "moe": "Mixture of experts", "data": "Data", "optimisation": "Optimisation",
-    "precision": "Device and precision", "checkpoints": "Checkpoints", "run": "Run",
-}
-LAUNCH_MODES = [("background process: survives closing the app or an SSH drop", "process"),
-                ("in this app (a thread): ends with the app", "thread")]
+from ..sessions import LAUNCH_MODES
 
 
 class ConfigForm(VerticalScroll):
@@ -28,10 +23,11 @@ class ConfigForm(VerticalScroll):
             super().__init__()
             self.config, self.error = config, error
 
-    def __init__(self, initial: RunConfig, **kwargs) -> None:
+    def __init__(self, initial: RunConfig, launch: str = "process", **kwargs) -> None:
         super().__init__(**kwargs)
         self.specs = {s.name: s for s in field_specs()}
         self.initial = initial
+        self.initial_launch = launch
         self.config: Optional[RunConfig] = initial
         self.error: Optional[ConfigError] = None
         self._ready = False  # widgets report their initial values once mounted: ignore those
@@ -46,9 +42,9 @@ class ConfigForm(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static("", id="form-error", classes="form-error")
         values = self.initial.flat()
-        for group in GROUPS:
+        for group, title in GROUPS.items():
             specs = [s for s in self.specs.values() if s.group == group]
-            with Collapsible(title=GROUP_TITLES[group], collapsed=group == "moe", id=f"group-{group}"):
+            with Collapsible(title=title, collapsed=group == "moe", id=f"group-{group}"):
                 for spec in specs:
                     with Horizontal(classes="field-row"):
                         yield Label(spec.name, classes="field-name")
@@ -58,7 +54,8 @@ class ConfigForm(VerticalScroll):
                 if group == "run":
                     with Horizontal(classes="field-row"):
                         yield Label("launch", classes="field-name")
-                        yield Select(LAUNCH_MODES, value="process", allow_blank=False, id="launch-mode",
+                        yield Select([(text, mode) for mode, text in LAUNCH_MODES.items()],
+                                     value=self.initial_launch, allow_blank=False, id="launch-mode",
                                      classes="field-input", compact=True)
                         yield Static("where the training runs (a thread shares the CPU and Python's GIL with "
                                      "the app: a few % slower)", classes="field-help")
@@ -81,7 +78,7 @@ class ConfigForm(VerticalScroll):
         """Parse every field, then build the RunConfig; show each problem beside its field."""
         values, errors = {}, {}
         for name, spec in self.specs.items():
-            widget = self.query_one(f"#field-{name}")
+            widget: Any = self.query_one(f"#field-{name}")  # Input, Checkbox or Select
             try:
                 values[name] = parse_value(spec, widget.value) if isinstance(widget, Input) else widget.value
             except ConfigError as e:
@@ -123,7 +120,7 @@ class ConfigForm(VerticalScroll):
         values = config.flat()
         with self.prevent(Input.Changed, Checkbox.Changed, Select.Changed):
             for name in self.specs:
-                widget = self.query_one(f"#field-{name}")
+                widget: Any = self.query_one(f"#field-{name}")  # Input, Checkbox or Select
                 value = values[name]
                 if isinstance(widget, Input):
                     widget.value = "" if value is None else str(value)
@@ -132,6 +129,9 @@ class ConfigForm(VerticalScroll):
         self._changed()
 
     def focus_field(self, name: str) -> None:
+        """Show and focus a field's editor (names that are not form fields are ignored)."""
+        if name not in self.specs:
+            return
         widget = self.query_one(f"#field-{name}")
         for ancestor in widget.ancestors:
             if isinstance(ancestor, Collapsible):

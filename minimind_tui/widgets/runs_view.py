@@ -9,8 +9,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from minimind.console import format_duration, format_loss, format_started
-from minimind.engine.run_store import RunSummary, list_runs
+from minimind.formatting import format_duration, format_loss, format_started
+from minimind.storage.run_store import RunSummary, list_runs
 
 COLUMNS = [("run", 22), ("state", 9), ("steps", 11), ("last loss", 9), ("best loss", 9), ("duration", 9),
            ("started", 16)]
@@ -36,9 +36,17 @@ class RunsView(Vertical):
             table.add_column(label, width=width, key=label)
         self.reload()
 
-    def reload(self, save_dir: str | None = None) -> None:
-        if save_dir is not None:
+    def set_save_dir(self, save_dir: str) -> None:
+        """Follow the save_dir being configured; the list is read again when shown."""
+        if save_dir != self.save_dir:
             self.save_dir = save_dir
+            if self.is_on_screen:
+                self.reload()
+
+    def focus_table(self) -> None:
+        self.query_one("#runs-table", DataTable).focus()
+
+    def reload(self) -> None:
         table = self.query_one("#runs-table", DataTable)
         selected = table.cursor_row
         table.clear()
@@ -56,4 +64,4 @@ class RunsView(Vertical):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.post_message(self.Open(Path(event.row_key.value)))
+        self.post_message(self.Open(Path(str(event.row_key.value))))

@@ -5,16 +5,19 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from minimind.events import RunState
+
 STATE_STYLES = {
-    "idle": "dim", "starting": "yellow", "running": "bold green", "paused": "bold yellow",
-    "stopping": "yellow", "finished": "bold cyan", "stopped": "bold magenta", "failed": "bold red",
+    RunState.IDLE: "dim", RunState.STARTING: "yellow", RunState.RUNNING: "bold green", RunState.PAUSED: "bold yellow",
+    RunState.STOPPING: "yellow", RunState.FINISHED: "bold cyan", RunState.STOPPED: "bold magenta",
+    RunState.FAILED: "bold red",
 }
 
 
 class StatusBar(Static):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.state = "idle"
+        self.state = RunState.IDLE
         self.run_id = ""
         self.details = ""
         self.where = ""
@@ -22,7 +25,7 @@ class StatusBar(Static):
     def on_mount(self) -> None:
         self._render_line()
 
-    def show(self, state: str | None = None, run_id: str | None = None, details: str | None = None,
+    def show(self, state: RunState | None = None, run_id: str | None = None, details: str | None = None,
              where: str | None = None) -> None:
         if state is not None:
             self.state = state
@@ -39,7 +42,7 @@ class StatusBar(Static):
         if self.run_id:
             line.append(f"  run {self.run_id}")
         line.append("  ")
-        line.append(self.state.upper(), style=STATE_STYLES.get(self.state, "bold"))
+        line.append(self.state.value.upper(), style=STATE_STYLES.get(self.state, "bold"))
         if self.where:
             line.append(f" ({self.where})", style="dim")
         if self.details:

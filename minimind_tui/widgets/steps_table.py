@@ -15,8 +15,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widget import Widget
 
-from minimind.console import format_duration
-from minimind.engine.events import StepLogged
+from minimind.events import StepLogged
+from minimind.formatting import format_duration
 
 MAX_ROWS = 1000  # the full history is in metrics.jsonl
 COLUMNS = [("ep", 4), ("step", 11), ("loss", 8), ("logits", 8), ("aux", 7), ("lr", 9), ("gnorm", 7),

@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Container, Vertical
 from textual.widgets import ProgressBar, Static
 
-from minimind.console import format_duration
-from minimind.engine.events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, StepLogged
+from minimind.events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, RunState, StepLogged, dispatch
+from minimind.formatting import format_duration
 
 from .loss_curve import LossCurve
 from .steps_table import StepsTable
@@ -21,6 +21,8 @@ FLUSH_S = 1.0  # batch updates: every UI redraw takes CPU and GIL time from the 
 
 
 class TrainView(Vertical):
+    """Draws a run's events; `handle(event)` dispatches to the on_<event> methods below."""
+
     def compose(self) -> ComposeResult:
         yield TextLine("no run yet: fill in the Config tab and press s to start", id="progress-line")
         yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="progress")
@@ -50,30 +52,47 @@ class TrainView(Vertical):
         self._saves_changed = False
 
     def handle(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            bar = self.query_one("#progress", ProgressBar)
-            bar.update(total=event.total_steps, progress=event.start_step)
-            self.query_one("#progress-line", TextLine).set(
-                f"starting at step {event.start_step}/{event.total_steps} ({event.n_docs} docs, "
-                f"{event.iters_per_epoch} steps/epoch)")
-        elif isinstance(event, StepLogged):
-            self._pending.append(event)
-        elif isinstance(event, CheckpointSaved):
-            stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-            self._saves.appendleft(f"{stamp}  {event.kind:<7} {event.path}  (step {event.global_step})")
-            self._saves_changed = True  # shown at the next flush: saves can come every step
-        elif isinstance(event, Alert):
-            self.query_one("#alert", Static).update(Text(f"⚠ {event.message}", style="bold red"))
-        elif isinstance(event, RunEnded):
-            self._flush()
-            line = self.query_one("#progress-line", TextLine)
-            if event.status == "finished":
-                line.set(f"finished: {event.global_step}/{event.total_steps} steps")
-            elif event.status == "stopped":
-                line.set(f"stopped at step {event.global_step}/{event.total_steps}"
-                            + (" (resumable from the Runs tab)" if event.resumable else ""))
-            else:
-                self.query_one("#alert", Static).update(Text(f"✗ {event.error}", style="bold red"))
+        dispatch(self, event)
+
+    def on_run_started(self, event: RunStarted) -> None:
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=event.total_steps, progress=event.start_step)
+        self.query_one("#progress-line", TextLine).set(
+            f"starting at step {event.start_step}/{event.total_steps} ({event.n_docs} docs, "
+            f"{event.iters_per_epoch} steps/epoch)")
+
+    def on_step_logged(self, event: StepLogged) -> None:
+        self._pending.append(event)
+
+    def on_checkpoint_saved(self, event: CheckpointSaved) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+        self._saves.appendleft(f"{stamp}  {event.kind:<7} {event.path}  (step {event.global_step})")
+        self._saves_changed = True  # shown at the next flush: saves can come every step
+
+    def on_alert(self, event: Alert) -> None:
+        self.query_one("#alert", Static).update(Text(f"⚠ {event.message}", style="bold red"))
+
+    def on_run_ended(self, event: RunEnded) -> None:
+        self._flush()
+        line = self.query_one("#progress-line", TextLine)
+        if event.status == RunState.FINISHED:
+            line.set(f"finished: {event.global_step}/{event.total_steps} steps")
+        elif event.status == RunState.STOPPED:
+            line.set(f"stopped at step {event.global_step}/{event.total_steps}"
+                     + (" (resumable from the Runs tab)" if event.resumable else ""))
+        else:
+            self.query_one("#alert", Static).update(Text(f"✗ {event.error}", style="bold red"))
+
+    # ---- what the app asks of it ---------------------------------------------------------------
+    def set_stacked(self, stacked: bool) -> None:
+        """Steps table above the curve (narrow terminals) instead of beside it."""
+        self.query_one("#live").set_class(stacked, "-stacked")
+
+    def toggle_log_scale(self) -> None:
+        self.query_one("#curve", LossCurve).toggle_log_scale()
+
+    def toggle_smoothing(self) -> None:
+        self.query_one("#curve", LossCurve).toggle_smoothing()
 
     def _flush(self) -> None:
         if not self.query("#steps"):  # being torn down
@@ -96,5 +115,6 @@ class TrainView(Vertical):
             f"{last.tokens_per_s:,.0f} tok/s")
 
     def show_device(self, line: str) -> None:
-        for widget in self.query("#device-line"):  # absent while the app is torn down
+        for widget in self.query("#device-line").results(TextLine):  # absent while the app is torn down
             widget.set(line)
+

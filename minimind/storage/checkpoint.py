@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,14 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .atomic import atomic_torch_save
+from .atomic import atomic_write, pid_alive
 
 RESUME_FORMAT = 1  # bump when the resume state's layout changes
 RESUME_KIND = "minimind-tui/resume"
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def weights_path(save_dir: str | os.PathLike, save_weight: str, dim: int, use_moe: bool) -> Path:
@@ -97,10 +102,10 @@ def apply_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str)
 # ---- exact resume ------------------------------------------------------------------------------
 
 def rng_state() -> dict:
-    state = {
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": _py_state_to_plain(random.getstate()),
-        "numpy": _np_state_to_plain(np.random.get_state()),
+        "numpy": _np_state_to_plain(np.random.get_state(legacy=True)),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -124,7 +129,7 @@ def _plain_to_py_state(plain: dict) -> tuple:
     return (plain["version"], tuple(int(x) for x in plain["internal"].tolist()), plain["gauss"])
 
 
-def _np_state_to_plain(state: tuple) -> dict:
+def _np_state_to_plain(state: Any) -> dict:
     name, keys, pos, has_gauss, cached = state
     return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "cached": float(cached)}
@@ -162,10 +167,6 @@ class WeightsLock:
         self.owned = False
 
     def acquire(self) -> bool:
-        import socket
-
-        from .atomic import pid_alive
-
         me = f"{os.getpid()} {socket.gethostname()}"
         for _ in range(2):
             try:

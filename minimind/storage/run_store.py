@@ -21,24 +21,26 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional
 
 from ..errors import CheckpointError
-from .atomic import atomic_write_json, read_jsonl
-from .control import COMMANDS
-from .events import CheckpointSaved, Event, RunEnded, RunStarted, StateChanged, StepLogged
+from ..events import CheckpointSaved, Event, EventHandler, RunEnded, RunStarted, RunState, StateChanged, StepLogged
+from .atomic import atomic_write_json, atomic_write_text, read_jsonl
 
 RUNS_DIR = "runs"
-LIVE_STATES = ("starting", "running", "paused", "stopping")
+# What another process may ask of a run: command words only, never paths or code.
+CONTROL_COMMANDS = ("pause", "resume", "stop", "save")
 HEARTBEAT_S = 2.0  # how often a live run refreshes status.json at most
 STALE_S = 60.0  # a live state older than this, from a process we cannot see, is considered lost
 
 
-class RunStore:
+class RunStore(EventHandler):
+    """One run directory. As an event handler it records a run (the training process); its read
+    methods serve every other process."""
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._metrics_file = None
-        self._events_file = None
+        self._files: dict[Path, IO[str]] = {}
         self._status: dict = {}
         self._last_heartbeat = 0.0
 
@@ -47,13 +49,33 @@ class RunStore:
     def run_id(self) -> str:
         return self.path.name
 
-    config_path = property(lambda self: self.path / "config.json")
-    metrics_path = property(lambda self: self.path / "metrics.jsonl")
-    events_path = property(lambda self: self.path / "events.jsonl")
-    status_path = property(lambda self: self.path / "status.json")
-    checkpoints_dir = property(lambda self: self.path / "checkpoints")
-    resume_path = property(lambda self: self.path / "checkpoints" / "resume.pt")
-    control_dir = property(lambda self: self.path / "control")
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def resume_path(self) -> Path:
+        return self.checkpoints_dir / "resume.pt"
+
+    @property
+    def control_dir(self) -> Path:
+        return self.path / "control"
 
     @classmethod
     def create(cls, save_dir: str | os.PathLike, run_name: Optional[str] = None) -> "RunStore":
@@ -90,31 +112,42 @@ class RunStore:
     def write_config(self, record: dict) -> None:
         atomic_write_json(self.config_path, record)
 
-    def record(self, event: Event) -> None:
-        """Append the event to the run's files and keep status.json current."""
-        if isinstance(event, StepLogged):
-            self._append("_metrics_file", self.metrics_path, event.to_record())
-            self._status.update(global_step=event.global_step, total_steps=event.total_steps)
-            self.heartbeat()
-            return
-        self._append("_events_file", self.events_path, event.to_record())
-        if isinstance(event, RunStarted):
-            self._status = {"run_id": self.run_id, "state": "running", "pid": os.getpid(),
-                            "host": socket.gethostname(), "started": event.time,
-                            "global_step": event.start_step, "total_steps": event.total_steps}
-            self.heartbeat(force=True)
-        elif isinstance(event, StateChanged):
-            self._status["state"] = event.state
-            self._status["reason"] = event.reason
-            self.heartbeat(force=True)
-        elif isinstance(event, CheckpointSaved):
-            self._status.setdefault("checkpoints", {})[event.kind] = {"path": event.path, "global_step": event.global_step}
-            self.heartbeat(force=True)
-        elif isinstance(event, RunEnded):
-            self._status.update(state=event.status, global_step=event.global_step, error=event.error,
-                                resumable=event.resumable, ended=event.time)
-            self.heartbeat(force=True)
-            self.close()
+    def on_event(self, event: Event) -> None:
+        """Any event without a handler of its own: appended to events.jsonl."""
+        self._append(self.events_path, event.to_record())
+
+    def __call__(self, event: Event) -> None:
+        handler = getattr(self, event.handler_name, None)
+        (handler or self.on_event)(event)
+
+    def on_step_logged(self, event: StepLogged) -> None:
+        self._append(self.metrics_path, event.to_record())
+        self._status.update(global_step=event.global_step, total_steps=event.total_steps)
+        self.heartbeat()
+
+    def on_run_started(self, event: RunStarted) -> None:
+        self.on_event(event)
+        self._status = {"run_id": self.run_id, "state": RunState.RUNNING, "pid": os.getpid(),
+                        "host": socket.gethostname(), "started": event.time,
+                        "global_step": event.start_step, "total_steps": event.total_steps}
+        self.heartbeat(force=True)
+
+    def on_state_changed(self, event: StateChanged) -> None:
+        self.on_event(event)
+        self._status.update(state=event.state, reason=event.reason)
+        self.heartbeat(force=True)
+
+    def on_checkpoint_saved(self, event: CheckpointSaved) -> None:
+        self.on_event(event)
+        self._status.setdefault("checkpoints", {})[event.kind] = {"path": event.path, "global_step": event.global_step}
+        self.heartbeat(force=True)
+
+    def on_run_ended(self, event: RunEnded) -> None:
+        self.on_event(event)
+        self._status.update(state=event.status, global_step=event.global_step, error=event.error,
+                            resumable=event.resumable, ended=event.time)
+        self.heartbeat(force=True)
+        self.close()
 
     def heartbeat(self, force: bool = False) -> None:
         now = time.time()
@@ -122,34 +155,34 @@ class RunStore:
             self._last_heartbeat = now
             atomic_write_json(self.status_path, {**self._status, "heartbeat": now})
 
-    def truncate_metrics(self, after_global_step: int) -> None:
-        """Drop metrics past a resume point (logged by a process that died before saving them)."""
-        kept = [m for m in read_jsonl(self.metrics_path) if m.get("global_step", 0) <= after_global_step]
-        from .atomic import atomic_write_text
+    def truncate_after(self, global_step: int) -> None:
+        """Drop every step-stamped record past a resume point: what a process that died before
+        saving its resume state logged (steps, checkpoints, evaluations) never happened."""
+        self.close()  # later records go to the rewritten files, not the replaced ones
+        for path in (self.metrics_path, self.events_path):
+            if not path.is_file():
+                continue
+            kept = [r for r in read_jsonl(path) if not _step_of(r) > global_step]
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
 
-        atomic_write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
-
-    def _append(self, attr: str, path: Path, record: dict) -> None:
-        f = getattr(self, attr)
+    def _append(self, path: Path, record: dict) -> None:
+        f = self._files.get(path)
         if f is None:
-            f = open(path, "a", encoding="utf-8")
-            setattr(self, attr, f)
+            f = self._files[path] = open(path, "a", encoding="utf-8")
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
         f.flush()
 
     def close(self) -> None:
-        for attr in ("_metrics_file", "_events_file"):
-            f = getattr(self, attr)
-            if f is not None:
-                os.fsync(f.fileno())
-                f.close()
-                setattr(self, attr, None)
+        for f in self._files.values():
+            os.fsync(f.fileno())
+            f.close()
+        self._files.clear()
 
     # ---- control requests -----------------------------------------------------------------
     def send(self, command: str) -> None:
         """Ask the process training this run to pause, resume, stop or save (from any process)."""
-        if command not in COMMANDS:
-            raise CheckpointError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)}")
+        if command not in CONTROL_COMMANDS:
+            raise CheckpointError(f"unknown command {command!r}: use one of {', '.join(CONTROL_COMMANDS)}")
         self.control_dir.mkdir(exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{command}"
         tmp = self.control_dir / f".{name}.tmp"
@@ -169,7 +202,7 @@ class RunStore:
                 os.unlink(self.control_dir / name)
             except FileNotFoundError:
                 continue
-            if match and match.group(1) in COMMANDS:
+            if match and match.group(1) in CONTROL_COMMANDS:
                 commands.append(match.group(1))
         return commands
 
@@ -192,13 +225,18 @@ class RunStore:
     def read_events(self) -> list[dict]:
         return read_jsonl(self.events_path)
 
-    def state(self) -> str:
-        """The run's state as another process sees it: a live state whose process is gone is 'lost'."""
+    def state(self) -> RunState:
+        """The run's state as another process sees it: a live state whose process is gone is LOST."""
         status = self.read_status()
-        state = status.get("state", "unknown")
-        if state in LIVE_STATES and not _looks_alive(status):
-            return "lost"
+        state = RunState.parse(status.get("state"))
+        if state.live and not _looks_alive(status):
+            return RunState.LOST
         return state
+
+
+def _step_of(record: dict) -> int:
+    step = record.get("global_step")
+    return step if isinstance(step, int) else -1
 
 
 def _looks_alive(status: dict) -> bool:
@@ -219,7 +257,7 @@ class RunSummary:
 
     run_id: str
     path: Path
-    state: str
+    state: RunState
     global_step: int
     total_steps: int
     last_loss: Optional[float]
@@ -258,8 +296,9 @@ def list_runs(save_dir: str | os.PathLike) -> list[RunStore]:
 
 
 def find_resumable(save_dir: str | os.PathLike) -> Optional[RunStore]:
-    """The newest run under save_dir that did not finish and has an exact-resume state."""
+    """The newest run under save_dir that did not finish, is not live, and has an exact-resume state."""
     for store in reversed(list_runs(save_dir)):
-        if store.state() not in ("finished", "running", "paused", "stopping") and store.resume_path.is_file():
+        state = store.state()
+        if state != RunState.FINISHED and not state.live and store.resume_path.is_file():
             return store
     return None

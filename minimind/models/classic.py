@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LMConfig
+from ..config import LMConfig
 
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+KVCache = list[Optional[tuple[torch.Tensor, torch.Tensor]]]
 
 
 @dataclass
@@ -186,7 +186,7 @@ class MOEFeedForward(nn.Module):
         self.experts = nn.ModuleList([FeedForward(config) for _ in range(config.n_routed_experts)])
         self.gate = MoEGate(config)
         self.shared_experts = FeedForward(config) if config.n_shared_experts else None
-        self.aux_loss: torch.Tensor | float = 0.0
+        self.aux_loss = torch.zeros(())  # set by each forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         orig_shape = x.shape
@@ -226,6 +226,9 @@ class MiniMindBlock(nn.Module):
 
 
 class MiniMindLM(nn.Module):
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+
     def __init__(self, config: Optional[LMConfig] = None):
         super().__init__()
         self.config = config = config or LMConfig()
@@ -252,7 +255,7 @@ class MiniMindLM(nn.Module):
                 use_cache: bool = False, start_pos: int = 0,
                 attention_mask: Optional[torch.Tensor] = None) -> ModelOutput:
         """attention_mask: optional (B, T_total) bool/0-1, True for real tokens (keys), for padded batches."""
-        past_key_values = past_key_values or [None] * len(self.layers)
+        past_key_values = past_key_values or [None for _ in self.layers]
         seq_len = input_ids.size(1)
         cos, sin = self._rope(start_pos, seq_len)
         attn_mask = None
@@ -260,7 +263,8 @@ class MiniMindLM(nn.Module):
             keys = attention_mask.bool()[:, None, None, :]
             # A padded query attends to itself so no softmax row is empty (that would make NaNs).
             total = attention_mask.shape[1]
-            own = torch.arange(total, device=keys.device)[None, :] == torch.arange(total - seq_len, total, device=keys.device)[:, None]
+            positions = torch.arange(total, device=keys.device)
+            own = positions[None, :] == positions[total - seq_len:, None]
             attn_mask = keys | own[None, None]
         h = self.dropout(self.tok_embeddings(input_ids))
         presents = []
@@ -268,8 +272,10 @@ class MiniMindLM(nn.Module):
             h, present = layer(h, cos, sin, past, use_cache, attn_mask)
             presents.append(present)
         logits = self.output(self.norm(h))
-        aux = [layer.feed_forward.aux_loss for layer in self.layers if isinstance(layer.feed_forward, MOEFeedForward)]
-        aux_loss = sum(aux, logits.new_zeros((), dtype=torch.float32))
+        aux_loss = logits.new_zeros((), dtype=torch.float32)
+        for layer in self.layers:
+            if isinstance(layer.feed_forward, MOEFeedForward):
+                aux_loss = aux_loss + layer.feed_forward.aux_loss
         return ModelOutput(logits=logits, aux_loss=aux_loss, past_key_values=presents if use_cache else None)
 
     @torch.inference_mode()

@@ -1,0 +1,1 @@
+"""Model implementations, one module per family; `minimind.families` says which to build."""

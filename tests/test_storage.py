@@ -1,0 +1,216 @@
+"""Unit tests of the storage layer: crash-safe writes, weights and resume files, the run directory."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from minimind.errors import CheckpointError
+from minimind.events import Alert, CheckpointSaved, RunEnded, RunStarted, RunState, StateChanged, StepLogged, event_from_record
+from minimind.models.classic import MiniMindLM
+from minimind.storage.atomic import atomic_write, atomic_write_json, read_jsonl, remove_stale_temp_files
+from minimind.storage.checkpoint import (
+    WeightsLock,
+    apply_weights,
+    atomic_torch_save,
+    load_resume_state,
+    load_weights,
+    rng_state,
+    safe_load,
+    save_resume_state,
+    set_rng_state,
+)
+from minimind.storage.run_store import RunStore, RunSummary, find_resumable, list_runs
+from tests.helpers import TINY_MODEL, tiny_config
+
+
+def started(**kw):
+    values = dict(run_id="r", run_dir="d", config={}, n_params=1, device="cpu", precision="float32", data_path="x",
+                  n_docs=1, iters_per_epoch=4, total_steps=8, start_step=0)
+    return RunStarted(**{**values, **kw})
+
+
+def step(i):
+    return StepLogged(epoch=1, epochs=2, step=i, iters=4, global_step=i, total_steps=8, loss=9.0 - i, logits_loss=9.0 - i,
+                      aux_loss=0.0, lr=1e-3, grad_norm=1.0, tokens=10, tokens_per_s=1.0, positions_per_s=1.0,
+                      step_time=0.1, elapsed=float(i), epoch_eta=1.0, total_eta=1.0)
+
+
+# ---- atomic ------------------------------------------------------------------------------------------
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_debris(tmp_path):
+    path = tmp_path / "f.json"
+    atomic_write_json(path, {"v": 1})
+
+    def half_then_crash(f):
+        f.write(b'{"v": 2')
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, half_then_crash)
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_only_temp_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / f".w.pth.{dead_pid}.abc.tmp").write_text("debris")
+    (tmp_path / f".w.pth.{os.getpid()}.abc.tmp").write_text("a live write")
+    (tmp_path / "w.pth").write_text("weights")
+    removed = remove_stale_temp_files(tmp_path)
+    assert [p.name for p in removed] == [f".w.pth.{dead_pid}.abc.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".w.pth.{os.getpid()}.abc.tmp", "w.pth"])
+
+
+def test_read_jsonl_skips_a_torn_last_line_and_non_objects(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"a": 1}\n[1, 2]\n{"b": 2}\n{"c": ')
+    assert read_jsonl(path) == [{"a": 1}, {"b": 2}]
+    assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+# ---- checkpoint ----------------------------------------------------------------------------------------
+
+def test_safe_load_names_missing_directory_and_corrupt_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        safe_load(tmp_path / "nope.pth", "weights file")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        safe_load(tmp_path, "weights file")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        safe_load(tmp_path / "bad.pth", "weights file")
+
+
+def test_weights_lose_wrapper_prefixes_and_must_be_tensors(tmp_path):
+    torch.save({"module._orig_mod.w": torch.ones(2)}, tmp_path / "w.pth")
+    assert list(load_weights(tmp_path / "w.pth")) == ["w"]
+    torch.save({"w": [1, 2]}, tmp_path / "x.pth")
+    with pytest.raises(CheckpointError, match="not a state_dict of tensors"):
+        load_weights(tmp_path / "x.pth")
+
+
+def test_apply_weights_explains_a_mismatch_in_model_terms():
+    from minimind.config import LMConfig
+
+    small = MiniMindLM(LMConfig(**{**TINY_MODEL, "vocab_size": 100}))
+    moe = MiniMindLM(LMConfig(**{**TINY_MODEL, "vocab_size": 100, "use_moe": True}))
+    with pytest.raises(CheckpointError, match="it has MoE layers"):
+        apply_weights(small, moe.state_dict(), "x.pth")
+    wider = MiniMindLM(LMConfig(**{**TINY_MODEL, "vocab_size": 200}))
+    with pytest.raises(CheckpointError, match=r"tok_embeddings.weight is \(200, 32\) there, \(100, 32\) here"):
+        apply_weights(small, wider.state_dict(), "x.pth")
+
+
+def test_resume_state_round_trip_and_format_checks(tmp_path):
+    torch.manual_seed(3)
+    state = {"model": {"w": torch.randn(3)}, "rng": rng_state(), "global_step": 7}
+    save_resume_state(tmp_path / "r.pt", state)
+    expected = torch.rand(4)  # the next draw after the saved RNG state
+    loaded = load_resume_state(tmp_path / "r.pt")
+    assert loaded["global_step"] == 7 and torch.equal(loaded["model"]["w"], state["model"]["w"])
+    set_rng_state(loaded["rng"])
+    assert torch.equal(torch.rand(4), expected)
+    atomic_torch_save({"kind": "minimind-tui/resume", "format": 99}, tmp_path / "new.pt")
+    with pytest.raises(CheckpointError, match="newer minimind-tui"):
+        load_resume_state(tmp_path / "new.pt")
+
+
+def test_weights_lock_is_exclusive_and_taken_over_from_a_dead_owner(tmp_path):
+    weights = tmp_path / "w.pth"
+    first, second = WeightsLock(weights), WeightsLock(weights)
+    assert first.acquire() and not second.acquire()
+    first.release()
+    assert second.acquire()
+    second.release()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "w.pth.lock").write_text(f"{int(dead.stdout)} {socket.gethostname()}")
+    assert WeightsLock(weights).acquire()
+
+
+# ---- run store -----------------------------------------------------------------------------------------
+
+def test_create_never_reuses_a_directory(tmp_path):
+    a = RunStore.create(tmp_path, "same")
+    b = RunStore.create(tmp_path, "same")
+    assert (a.run_id, b.run_id) == ("same", "same-2")
+    assert a.checkpoints_dir.is_dir() and a.control_dir.is_dir()
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        RunStore.open(tmp_path)
+
+
+def test_recording_splits_steps_from_events_and_keeps_status_current(tmp_path):
+    store = RunStore.create(tmp_path, "r")
+    store.write_config(tiny_config(tmp_path).to_dict())
+    store(started())
+    assert store.read_status()["state"] == "running" and store.state() == RunState.RUNNING
+    for i in (1, 2):
+        store(step(i))
+    store(CheckpointSaved("weights", "w.pth", 2))
+    store(StateChanged(RunState.PAUSED, "asked"))
+    assert store.state() == RunState.PAUSED
+    store(Alert("careful"))
+    store(RunEnded(RunState.STOPPED, 2, 8, str(store.path), resumable=True))
+    assert [m["global_step"] for m in store.read_metrics()] == [1, 2]
+    names = [e["event"] for e in store.read_events()]
+    assert names == ["RunStarted", "CheckpointSaved", "StateChanged", "Alert", "RunEnded"]
+    status = store.read_status()
+    assert status["state"] == "stopped" and status["checkpoints"]["weights"]["global_step"] == 2
+    assert all(event_from_record(r) is not None for r in store.read_events() + store.read_metrics())
+
+
+def test_truncate_after_drops_every_step_stamped_record_past_the_resume_point(tmp_path):
+    store = RunStore.create(tmp_path, "r")
+    store(started())
+    for i in (1, 2, 3, 4):
+        store(step(i))
+        store(CheckpointSaved("weights", "w.pth", i))
+    store(Alert("no step stamp: kept"))
+    store.close()
+    store.truncate_after(2)
+    assert [m["global_step"] for m in store.read_metrics()] == [1, 2]
+    kept = [(e["event"], e.get("global_step")) for e in store.read_events()]
+    assert kept == [("RunStarted", None), ("CheckpointSaved", 1), ("CheckpointSaved", 2), ("Alert", None)]
+
+
+def test_a_live_state_whose_process_is_gone_is_lost(tmp_path):
+    store = RunStore.create(tmp_path, "r")
+    store.write_config({})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    atomic_write_json(store.status_path, {"state": "running", "pid": int(dead.stdout), "host": socket.gethostname(),
+                                          "heartbeat": time.time()})
+    assert store.state() == RunState.LOST
+    atomic_write_json(store.status_path, {"state": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                                          "heartbeat": time.time()})
+    assert store.state() == RunState.RUNNING
+    atomic_write_json(store.status_path, {"state": "sideways"})
+    assert store.state() == RunState.UNKNOWN
+
+
+def test_control_requests_are_consumed_oldest_first(tmp_path):
+    store = RunStore.create(tmp_path, "r")
+    for command in ("pause", "save", "resume"):
+        store.send(command)
+    (store.control_dir / "00000000000000000000-1-format").write_text("x")  # not a command word
+    assert store.take_requests() == ["pause", "save", "resume"]
+    assert store.take_requests() == [] and not any(store.control_dir.iterdir())
+
+
+def test_summaries_and_the_resumable_run(tmp_path):
+    finished, stopped = RunStore.create(tmp_path, "a"), RunStore.create(tmp_path, "b")
+    for store, end in ((finished, RunState.FINISHED), (stopped, RunState.STOPPED)):
+        store.write_config({})
+        store(started(run_id=store.run_id))
+        for i in (1, 2, 3):
+            store(step(i))
+        store(RunEnded(end, 3, 8, str(store.path)))
+        store.resume_path.write_bytes(b"state")
+    assert [s.run_id for s in list_runs(tmp_path)] == ["a", "b"]
+    summary = RunSummary.of(stopped)
+    assert (summary.state, summary.global_step, summary.last_loss, summary.best_loss) == (RunState.STOPPED, 3, 6.0, 6.0)
+    assert find_resumable(tmp_path).path == stopped.path
