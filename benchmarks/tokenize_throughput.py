@@ -16,6 +16,7 @@ import time
 from common import ROOT, machine
 
 from minimind.data import PretrainDataset
+from minimind.families.classic import CLASSIC
 from minimind.tokenizer import load_tokenizer
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--copies", type=int, default=20, help="times the toy corpus is repeated")
     args = parser.parse_args()
-    tok = load_tokenizer()
+    tok = load_tokenizer(CLASSIC.tokenizer_dir)
     texts = [json.loads(l)["text"] for l in (ROOT / "toydata" / "pretrain_data.jsonl").read_text("utf-8").splitlines()]
     docs = [f"<s>{t}</s>" for t in texts] * args.copies
     mb = sum(len(d.encode()) for d in docs) / 1e6

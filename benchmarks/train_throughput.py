@@ -20,8 +20,8 @@ from common import RunConfig, interleave, machine, measure_trainer, median_of, p
 from minimind.data import PretrainDataset, resolve_data_path
 from minimind.engine.environment import cpu_has_fast_bf16
 from minimind.engine.loss import masked_lm_loss
-from minimind.engine.schedule import get_lr
-from minimind.models.classic import MiniMindLM, flops_per_token
+from minimind.families.classic import CLASSIC
+from minimind.models.classic import MiniMindLM
 from minimind.tokenizer import load_tokenizer
 
 MODELS = {"seed": dict(dim=512, n_layers=2, max_seq_len=512), "26m": dict(dim=512, n_layers=8, max_seq_len=512)}
@@ -32,7 +32,8 @@ def classic_loop(config: RunConfig, steps: int, warmup: int = 2) -> dict:
     train, lm = config.train, config.model
     torch.manual_seed(train.seed)
     model = MiniMindLM(lm)
-    ds = PretrainDataset(resolve_data_path(train.data_path), load_tokenizer(train.tokenizer), lm.max_seq_len)
+    tokenizer = load_tokenizer(train.tokenizer or CLASSIC.tokenizer_dir)
+    ds = PretrainDataset(resolve_data_path(train.data_path), tokenizer, lm.max_seq_len)
     loader = torch.utils.data.DataLoader(ds, batch_size=train.batch_size, shuffle=False, num_workers=1,
                                          pin_memory=False, drop_last=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate)
@@ -41,7 +42,7 @@ def classic_loop(config: RunConfig, steps: int, warmup: int = 2) -> dict:
     tick = time.perf_counter()
     for step, (X, Y, loss_mask) in enumerate(loader, start=1):
         for group in optimizer.param_groups:
-            group["lr"] = get_lr(step, train.epochs * iters, train.learning_rate)
+            group["lr"] = CLASSIC.lr(step, train.epochs * iters, train.learning_rate)
         res = model(X)
         loss = (masked_lm_loss(res.logits, Y, loss_mask) + res.aux_loss) / train.accumulation_steps
         loss.backward()
@@ -89,7 +90,7 @@ def main() -> None:
               f"{args.repeats} interleaved rounds of {args.steps} steps:")
         results = interleave(variants, args.repeats)
         baseline = median_of(results["MiniMind classic loop"], "tokens_per_s")
-        flops = flops_per_token(base.model, base.model.max_seq_len - 1)
+        flops = CLASSIC.flops_per_token(base.model, base.model.max_seq_len - 1)
         for variant, runs in results.items():
             dtype = "bfloat16" if "recommended" in variant and fast_bf16 else "float32"
             tps, pps = median_of(runs, "tokens_per_s"), median_of(runs, "positions_per_s")

@@ -16,10 +16,12 @@ from typing import Any, Optional
 import typer
 
 from .config import RunConfig, SamplingConfig
+from .families import FAMILIES
 from .errors import MiniMindError
 from .events import RunState
 from .formatting import resume_command
-from .options import CONFIG_FILE_OPTION, EXIT_FAILED, build_config, fail, given_settings, with_options
+from .options import (CONFIG_FILE_OPTION, EXIT_FAILED, build_config, fail, given_settings, normalize_bool_values,
+                      with_options)
 
 # Commands import torch (through the engine, models and data) inside their bodies: it takes seconds
 # to load, and `--help`, `runs list` and the control commands do not need it.
@@ -36,10 +38,15 @@ RESUME_OPTION = inspect.Parameter(
     "resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
     default=typer.Option(None, "--resume", help="continue a run exactly: its run directory, or 'auto' for the "
                          "newest unfinished run in save_dir", rich_help_panel="run"))
+FROM_RESUME_OPTION = inspect.Parameter(
+    "from_resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+    default=typer.Option(False, "--from_resume/--no_from_resume", help="MiniMind's spelling (--from_resume 1): "
+                         "continue the newest unfinished run of the same family, weights name and width in save_dir "
+                         "if there is one, else start a new run", rich_help_panel="run"))
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
-@with_options([CONFIG_FILE_OPTION, RESUME_OPTION])
+@with_options([CONFIG_FILE_OPTION, RESUME_OPTION, FROM_RESUME_OPTION])
 def train(**values: Any) -> None:
     """Train headless: the seed notebook's loop and log lines, recorded in a run directory."""
     from .console import ConsolePrinter
@@ -56,6 +63,8 @@ def train(**values: Any) -> None:
             # torchrun starts the processes; each of them runs this same command and finds WORLD_SIZE set.
             raise typer.Exit(subprocess.run(torchrun_argv(nproc, _without_nproc(sys.argv[1:]))).returncode)
         resume = values.get("resume")
+        if values.get("from_resume") and not resume:
+            resume = _matching_resumable(build_config(values.get("config"), settings))
         if resume:
             if values.get("config"):
                 fail("--config and --resume do not mix: a resumed run keeps its own config")
@@ -81,6 +90,22 @@ def train(**values: Any) -> None:
             signal.signal(signum, handler)
     if ended.status == RunState.FAILED:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _matching_resumable(config: RunConfig) -> Optional[str]:
+    """MiniMind's --from_resume: the newest unfinished run writing the same weights file, if any."""
+    from .storage.run_store import find_resumable
+
+    def same_weights(record: dict) -> bool:
+        try:
+            other = RunConfig.from_dict(record)
+        except MiniMindError:
+            return False
+        name = lambda c: (c.train.arch, c.family.weights_name(c.train.save_weight, c.model))  # noqa: E731
+        return name(other) == name(config)
+
+    found = find_resumable(config.train.save_dir, same_weights)
+    return str(found.path) if found else None
 
 
 def _without_nproc(args: list[str]) -> list[str]:
@@ -187,11 +212,11 @@ def runs_list(save_dir: str = SAVE_DIR_OPTION) -> None:
         typer.echo(f"no runs under {save_dir}/runs yet: start one with `minimind train`")
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("run", "state", "steps", "last loss", "best loss", "duration", "started"):
+    for col in ("run", "family", "stage", "state", "steps", "last loss", "best loss", "duration", "started"):
         table.add_column(col, justify="right" if col in ("steps", "last loss", "best loss", "duration") else "left")
     for store in stores:
         s = RunSummary.of(store)
-        table.add_row(s.run_id, s.state, f"{s.global_step}/{s.total_steps}", format_loss(s.last_loss),
+        table.add_row(s.run_id, s.arch, s.stage, s.state, f"{s.global_step}/{s.total_steps}", format_loss(s.last_loss),
                       format_loss(s.best_loss), format_duration(s.duration), format_started(s.started))
     Console(width=max(100, Console().width)).print(table)
 
@@ -214,7 +239,7 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
     typer.echo(f"run        {s.run_id}  ({store.path})")
     typer.echo(f"state      {s.state}   steps {s.global_step}/{s.total_steps}   duration {format_duration(s.duration)}")
     typer.echo(f"loss       last {format_loss(s.last_loss)}   best {format_loss(s.best_loss)}")
-    typer.echo(f"model      dim {m.dim}, {m.n_layers} layers, seq {m.max_seq_len}" + (", MoE" if m.use_moe else ""))
+    typer.echo(f"model      {config.family.name}: {config.family.describe(m)}   stage {t.stage}")
     typer.echo(f"training   {t.epochs} epochs, batch {t.batch_size} x {t.accumulation_steps}, lr {t.learning_rate}, "
                f"{t.dtype}, data {t.data_path}")
     for kind, path in sorted(s.checkpoints.items()):
@@ -259,31 +284,49 @@ def loss_plot(steps: list, losses: list, width: int, height: int) -> str:
 # ---- sampling and tokenizer --------------------------------------------------------------------------
 
 SAMPLING = SamplingConfig()
+SOURCE_ARGUMENT = typer.Argument(..., help="a run directory, or a weights file (.pth or .safetensors) of either family")
+N_HEADS_OPTION = typer.Option(8, "--n-heads", "--n_heads", help="attention heads of a bare classic weights file "
+                              "(its shapes cannot tell)")
+ARCH_OPTION = typer.Option(None, "--arch", help="family of a bare weights file (default: told by its keys)")
+TOKENIZER_OPTION = typer.Option(None, "--tokenizer", help="tokenizer folder (default: the run's, else the family's "
+                                "shipped one)")
+
+
+def _load(source: Path, n_heads: int, device: str, arch: Optional[str], tokenizer: Optional[str]):
+    """(model, run config or None, family, tokenizer folder, tokenizer) for the sampling commands."""
+    from .tokenizer import load_tokenizer
+    from .weights import load_model
+
+    if arch is not None and arch not in FAMILIES:
+        fail(f"--arch {arch!r} is not one of {', '.join(FAMILIES)}")
+    model, run_config, family = load_model(source, n_heads=n_heads, device=device, arch=arch)
+    folder = tokenizer or (run_config.train.tokenizer if run_config else None) or family.tokenizer_dir
+    return model, run_config, family, folder, load_tokenizer(folder)
 
 
 @app.command()
-def generate(source: Path = typer.Argument(..., help="a run directory or a weights .pth"),
+def generate(source: Path = SOURCE_ARGUMENT,
              prompt: str = typer.Option("", "--prompt", "-p", help="text to continue"),
              max_new_tokens: int = typer.Option(SAMPLING.max_new_tokens, "--max-new-tokens", "--max_new_tokens", min=1),
              temperature: float = typer.Option(SAMPLING.temperature, min=0.0, help="0 = greedy"),
              top_p: float = typer.Option(SAMPLING.top_p, "--top-p", "--top_p", min=0.0, max=1.0),
+             top_k: int = typer.Option(SAMPLING.top_k, "--top-k", "--top_k", min=0, help="0 = no top-k cut"),
              repetition_penalty: float = typer.Option(SAMPLING.repetition_penalty, "--repetition-penalty",
                                                       "--repetition_penalty", min=1.0),
              seed: Optional[int] = typer.Option(None, help="sampling seed (repeatable output)"),
-             tokenizer: Optional[str] = typer.Option(None, help="tokenizer folder (default: the run's, else shipped)"),
-             n_heads: int = typer.Option(8, "--n-heads", "--n_heads", help="heads, for a bare .pth (shapes cannot tell)"),
+             tokenizer: Optional[str] = TOKENIZER_OPTION, n_heads: int = N_HEADS_OPTION,
+             arch: Optional[str] = ARCH_OPTION,
              device: str = typer.Option("cpu", help="cpu or cuda")) -> None:
     """Sample text from a trained model, streamed as it is generated."""
-    from .inference import load_model, stream_text
-    from .tokenizer import load_tokenizer
+    from .sampling import stream_text
 
     try:
-        model, run_config = load_model(source, n_heads=n_heads, device=device)
-        tok = load_tokenizer(tokenizer or (run_config.train.tokenizer if run_config else None))
+        model, _, _, _, tok = _load(source, n_heads, device, arch, tokenizer)
     except MiniMindError as e:
         fail(str(e))
+    sampling = SamplingConfig(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
     typer.echo(prompt, nl=False)
-    for piece in stream_text(model, tok, prompt, max_new_tokens, temperature, top_p, repetition_penalty, seed):
+    for piece in stream_text(model, tok, prompt, sampling, seed):
         typer.echo(piece, nl=False)
     typer.echo("")
 
@@ -313,27 +356,21 @@ def convert(source: Path = typer.Argument(..., help="weights file (.pth or .safe
 
 
 @app.command()
-def export(source: Path = typer.Argument(..., help="a run directory, or a classic/MiniMind2 weights file"),
+def export(source: Path = SOURCE_ARGUMENT,
            out_dir: Path = typer.Argument(..., help="folder to write the checkpoint into"),
-           format: str = typer.Option("hf", "--format", help="hf: a Hugging Face Llama checkpoint"),
-           n_heads: int = typer.Option(8, "--n-heads", "--n_heads", help="heads, for a bare weights file"),
-           tokenizer: Optional[str] = typer.Option(None, help="tokenizer folder (default: the run's, else shipped)")) -> None:
-    """Export a dense model as a Hugging Face Llama checkpoint (config.json, model.safetensors, tokenizer)."""
-    from .inference import infer_config, load_run_weights
-    from .interop import export_hf, load_state, to_classic
-    from .tokenizer import SHIPPED_DIR, load_tokenizer
+           format: str = typer.Option("hf", "--format", help="hf: a Hugging Face checkpoint (classic as Llama, "
+                                      "MiniMind-3 as Qwen3 / Qwen3-MoE)"),
+           n_heads: int = N_HEADS_OPTION, arch: Optional[str] = ARCH_OPTION,
+           tokenizer: Optional[str] = TOKENIZER_OPTION) -> None:
+    """Export a model as a Hugging Face checkpoint (config.json, model.safetensors, tokenizer)."""
+    from .interop import export_hf
+    from .models.shared import model_state
 
     if format != "hf":
         fail(f"--format {format!r} is not supported: use hf")
     try:
-        if source.is_dir():
-            state, run_config = load_run_weights(source)
-            config, tokenizer = run_config.model, tokenizer or run_config.train.tokenizer
-        else:
-            state = to_classic(load_state(source), n_heads)
-            config = infer_config(state, n_heads=n_heads)
-        tok = load_tokenizer(tokenizer)
-        export_hf(config, state, tok, out_dir, tokenizer or SHIPPED_DIR)
+        model, _, family, folder, tok = _load(source, n_heads, "cpu", arch, tokenizer)
+        export_hf(family, model.config, model_state(model), tok, out_dir, folder)
     except MiniMindError as e:
         fail(str(e))
     typer.echo(f"exported {source} to {out_dir}: load it with transformers.AutoModelForCausalLM.from_pretrained"
@@ -343,15 +380,20 @@ def export(source: Path = typer.Argument(..., help="a run directory, or a classi
 @tokenizer_app.command("train")
 def tokenizer_train(data: Path = typer.Option(..., "--data", help="JSONL corpus with a \"text\" per line"),
                     vocab_size: int = typer.Option(6400, "--vocab-size", "--vocab_size"),
+                    arch: str = typer.Option("classic", "--arch", help="layout: classic (<unk>=pad, <s>, </s>) or "
+                                             "minimind3 (<|endoftext|>=pad, <|im_start|>, <|im_end|>, think and "
+                                             "tool tags, MiniMind-3's chat template)"),
                     out: Path = typer.Option(..., "--out", help="folder to write tokenizer.json into")) -> None:
-    """Train MiniMind's byte-level BPE (3 special tokens: <unk>=pad, <s>, </s>)."""
+    """Train MiniMind's byte-level BPE in a family's layout (special tokens and chat template)."""
     from .data import JsonlTexts
-    from .tokenizer import train_tokenizer
+    from .tokenizer import LAYOUTS, train_tokenizer
 
+    if arch not in LAYOUTS:
+        fail(f"--arch {arch!r} is not one of {', '.join(LAYOUTS)}")
     try:
         texts = JsonlTexts(data)
         texts.validate()
-        size = train_tokenizer((texts.text(i) for i in range(len(texts))), out, vocab_size)
+        size = train_tokenizer((texts.text(i) for i in range(len(texts))), out, vocab_size, arch)
     except MiniMindError as e:
         fail(str(e))
     typer.echo(f"tokenizer with {size} entries written to {out}")
@@ -360,8 +402,8 @@ def tokenizer_train(data: Path = typer.Option(..., "--data", help="JSONL corpus 
                    "train on more text for a full vocabulary", err=True)
 
 
-def main() -> None:
-    app()
+def main(argv: Optional[list[str]] = None) -> None:
+    app(normalize_bool_values(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -37,12 +37,8 @@ class ConsolePrinter(EventHandler):
             print(line, file=self.err if err else self.out, flush=True)
 
     def on_run_started(self, e: RunStarted) -> None:
-        model = e.config["model"]
-        kind = (f"MoE {model['n_routed_experts']} experts top-{model['num_experts_per_tok']}"
-                if model["use_moe"] else "dense")
         self._print(f"run      {e.run_id}  ({e.run_dir})")
-        self._print(f"model    {e.n_params / 1e6:.3f}M parameters (dim {model['dim']}, {model['n_layers']} layers, "
-                    f"{kind}, seq {model['max_seq_len']})")
+        self._print(f"model    {e.n_params / 1e6:.3f}M parameters ({e.model})")
         self._print(f"device   {e.device}, {e.precision}" + (f", world size {e.world_size}" if e.world_size > 1 else ""))
         self._print(f"data     {e.data_path}: {e.n_docs} docs, {e.iters_per_epoch} steps/epoch "
                     f"x {e.config['train']['epochs']} epochs = {e.total_steps} steps")

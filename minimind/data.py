@@ -21,7 +21,6 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
-from .config import TrainConfig
 from .errors import DataError
 from .storage.atomic import atomic_write
 
@@ -29,14 +28,18 @@ _CHUNK = 64 << 20  # bytes read at a time while indexing
 _BOM = b"\xef\xbb\xbf"
 
 
+BUNDLED = "./toydata/"  # the default corpora's folder, relative to where a command runs
+
+
 def resolve_data_path(path: str | os.PathLike) -> Path:
-    """The path as given; the default ./toydata path falls back to the copy bundled with the package,
-    so `minimind train` works from any folder."""
+    """The path as given; a missing ./toydata/ default falls back to the copy bundled with the
+    package, so `minimind train` works from any folder."""
     p = Path(path)
-    if p.exists() or str(path) != TrainConfig.data_path:
+    if p.exists() or not str(path).startswith(BUNDLED):
         return p
+    name = str(path)[len(BUNDLED):]
     here = Path(__file__).resolve().parent
-    for bundled in (here / "_toydata" / "pretrain_data.jsonl", here.parent / "toydata" / "pretrain_data.jsonl"):
+    for bundled in (here / "_toydata" / name, here.parent / "toydata" / name):
         if bundled.is_file():
             return bundled
     return p
@@ -141,16 +144,29 @@ class JsonlTexts:
             self.text(i)
 
 
-class PretrainDataset(Dataset):
-    """MiniMind classic's PretrainDataset over a lazily read JSONL file."""
+DOCUMENT_ROWS = ("whole", "wrapped")
 
-    def __init__(self, path: str | os.PathLike, tokenizer, max_length: int = 512):
+
+class PretrainDataset(Dataset):
+    """MiniMind's PretrainDataset over a lazily read JSONL file, in either family's row layout:
+
+    - "whole" (classic): ids = tokenizer(bos + text + eos, max_length=L, truncation=True) (a too-long
+      text loses its eos), right-padded;
+    - "wrapped" (MiniMind-3): ids = [bos] + tokenizer(text)[:L-2] + [eos], right-padded.
+    X = ids[:-1], Y = ids[1:], loss_mask = (ids != pad)[1:], all int64 of length L-1 (MiniMind-3's
+    unshifted (ids, labels = ids with pad -> -100) describe the same targets).
+    """
+
+    def __init__(self, path: str | os.PathLike, tokenizer, max_length: int = 512, rows: str = "whole"):
         if max_length < 2:
             raise DataError(f"max_length must be at least 2 (X and Y are shifted by one), got {max_length}")
+        if rows not in DOCUMENT_ROWS:
+            raise ValueError(f"rows must be one of {DOCUMENT_ROWS}, got {rows!r}")
         self.texts = JsonlTexts(path)
         self.path = self.texts.path
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.rows = rows
         self.pad_id = tokenizer.pad_token_id
         self._backend = self.plain_encoder(tokenizer)
 
@@ -171,28 +187,35 @@ class PretrainDataset(Dataset):
         return len(self.texts)
 
     def encode(self, text: str) -> list[int]:
-        """MiniMind's tokenisation of one document: bos + text + eos, truncated and right-padded."""
+        """MiniMind's tokenisation of one document, truncated and right-padded to max_length."""
         tok, length = self.tokenizer, self.max_length
-        full = f"{tok.bos_token}{text}{tok.eos_token}"
-        if self._backend is None:
-            return tok(full, max_length=length, padding="max_length", truncation=True).input_ids
-        ids = self._encode_prefix(full) if len(full) > 64 * length else None
-        if ids is None:
-            ids = self._backend.encode(full).ids[:length]
+        if self.rows == "wrapped":
+            ids = [tok.bos_token_id] + self._head(text, length - 2, special=False) + [tok.eos_token_id]
+        else:
+            ids = self._head(f"{tok.bos_token}{text}{tok.eos_token}", length, special=True)
         return ids + [self.pad_id] * (length - len(ids))
 
-    def _encode_prefix(self, full: str) -> Optional[list[int]]:
-        """First max_length ids of a very long text from a prefix of it (a 10 MB line costs ~ms).
+    def _head(self, text: str, n: int, special: bool) -> list[int]:
+        """The first n ids of `text`, as the Hugging Face call with truncation gives them (`special`:
+        its add_special_tokens, which only matters for a tokenizer with a post-processor)."""
+        if n <= 0:
+            return []
+        if self._backend is None:
+            return self.tokenizer(text, max_length=n, truncation=True, add_special_tokens=special).input_ids
+        ids = self._encode_prefix(text, n) if len(text) > 64 * n else None
+        return ids if ids is not None else self._backend.encode(text).ids[:n]
+
+    def _encode_prefix(self, text: str, n: int) -> Optional[list[int]]:
+        """First n ids of a very long text from a prefix of it (a 10 MB line costs ~ms).
 
         BPE merges never cross pre-tokenizer words, so ids from words that end well before the cut
         are the full text's ids; fall back (None) if the prefix does not reach that far.
         """
-        length = self.max_length
-        enc = self._backend.encode(full[: 32 * length])
+        enc = self._backend.encode(text[: 32 * n])
         words = enc.word_ids
-        if len(enc.ids) <= length or words[length - 1] is None or words[-1] is None:
+        if len(enc.ids) <= n or words[n - 1] is None or words[-1] is None:
             return None
-        return enc.ids[:length] if words[length - 1] < words[-1] - 1 else None
+        return enc.ids[:n] if words[n - 1] < words[-1] - 1 else None
 
     def __getitem__(self, index: int):
         ids = torch.tensor(self.encode(self.texts.text(index)), dtype=torch.long)
@@ -203,7 +226,7 @@ class PretrainDataset(Dataset):
 class EpochSampler(torch.utils.data.Sampler[int]):
     """Document order for one epoch, startable mid-way: resume skips work instead of redoing it.
 
-    In order (the seed) or a permutation seeded by (seed, epoch), so a resumed run sees exactly the
+    In order (the seed notebook) or MiniMind-3's permutation seeded by seed + epoch, so a resumed run sees exactly the
     documents an uninterrupted one would. `start` counts samples of the epoch already consumed by
     all ranks together, so a run can resume with another number of processes. With several ranks
     the rest of the order is padded (wrapping around, as DistributedSampler does) to a multiple of
@@ -220,8 +243,8 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         self.epoch, self.start = epoch, min(start, self.size)
 
     def order(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.shuffle:  # MiniMind-3's order: torch.manual_seed(seed + epoch); torch.randperm(size)
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
             indices = torch.randperm(self.size, generator=g).tolist()
         else:
             indices = list(range(self.size))
@@ -379,9 +402,10 @@ class TrainingSet:
         return self.documents.path
 
 
-def build_training_set(path: str | os.PathLike, tokenizer, max_seq_len: int, packing: bool) -> TrainingSet:
+def build_training_set(path: str | os.PathLike, tokenizer, max_seq_len: int, packing: bool,
+                       rows: str = "whole") -> TrainingSet:
     """Check and index a corpus and build its rows; raise DataError before any work."""
-    documents = PretrainDataset(resolve_data_path(path), tokenizer, max_seq_len)
+    documents = PretrainDataset(resolve_data_path(path), tokenizer, max_seq_len, rows)
     texts = documents.texts
     texts.validate(None if texts.path.stat().st_size < VALIDATE_ALL_BELOW else 1000)
     if not packing:
@@ -389,7 +413,7 @@ def build_training_set(path: str | os.PathLike, tokenizer, max_seq_len: int, pac
     started = time.perf_counter()
     cache = TokenCache(texts, tokenizer)
     tokens = cache.load()
-    rows = PackedDataset(tokens, max_seq_len, tokenizer.pad_token_id)
+    packed = PackedDataset(tokens, max_seq_len, tokenizer.pad_token_id)
     how = f"built in {time.perf_counter() - started:.1f} s" if cache.built else "reused"
-    return TrainingSet(documents, rows, f"packing: {len(tokens):,} tokens into {len(rows)} rows of {max_seq_len} "
-                                        f"(token cache {how}: {cache.path})")
+    return TrainingSet(documents, packed, f"packing: {len(tokens):,} tokens into {len(packed)} rows of {max_seq_len} "
+                                          f"(token cache {how}: {cache.path})")

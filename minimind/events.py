@@ -122,6 +122,7 @@ class RunStarted(Event):
     run_dir: str
     config: dict
     n_params: int
+    model: str  # family and shape in one line: "classic: dim 512, 2 layers, dense, seq 512"
     device: str  # "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)"
     precision: str  # what actually runs, e.g. "float32" or "bfloat16 autocast"
     data_path: str  # the corpus actually read

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .config import LMConfig
+from .families import LMConfig, MiniMind3Config
 from .errors import CheckpointError
 from .storage.atomic import atomic_write, atomic_write_bytes, atomic_write_json
 from .storage.checkpoint import atomic_torch_save, load_weights
@@ -42,8 +42,8 @@ def detect_layout(state: dict) -> str:
         return "classic"
     if "model.embed_tokens.weight" in state:
         if any(".q_norm." in k or ".k_norm." in k for k in state):
-            raise CheckpointError("these weights have q_norm/k_norm layers (MiniMind after 2026-03): that "
-                                  "architecture is not MiniMind classic and cannot be converted exactly")
+            raise CheckpointError("these are MiniMind-3 weights (q_norm/k_norm layers): use --arch minimind3 "
+                                  "(the architectures differ; MiniMind-3 weights cannot become classic ones)")
         return "minimind2"
     raise CheckpointError("unknown weights layout: expected MiniMind classic keys (tok_embeddings.weight, "
                           "layers.0.attention.wq.weight ...) or MiniMind2 keys (model.embed_tokens.weight ...)")
@@ -166,9 +166,15 @@ def load_state(path: str | os.PathLike) -> dict:
     return load_weights(path)
 
 
-# ---- Hugging Face Llama export --------------------------------------------------------------------
+# ---- Hugging Face export ---------------------------------------------------------------------------
 
-def llama_config(config: LMConfig, tokenizer) -> dict:
+def llama_checkpoint(config: LMConfig, classic_state: dict, tokenizer) -> tuple[dict, dict]:
+    """A classic model as Hugging Face Llama: (config.json, tensors). Llama has no experts."""
+    if config.use_moe:
+        raise CheckpointError("classic MoE models are not supported for the Hugging Face Llama format (Llama has no "
+                              "experts): export a dense model, or keep the MoE model in classic/MiniMind2 layout")
+    state = classic_to_minimind2(classic_state, config.head_dim)
+    state.pop("lm_head.weight")  # tied to model.embed_tokens.weight (tie_word_embeddings)
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -186,28 +192,74 @@ def llama_config(config: LMConfig, tokenizer) -> dict:
         "attention_bias": False,
         "mlp_bias": False,
         "attention_dropout": 0.0,
-        "tie_word_embeddings": True,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
         "initializer_range": 0.02,
-        "use_cache": True,
-        "torch_dtype": "float32",
+        **_common_hf(tokenizer),
+    }, state
+
+
+def qwen3_checkpoint(config: MiniMind3Config, state: dict, tokenizer) -> tuple[dict, dict]:
+    """A MiniMind-3 model as Hugging Face Qwen3 (dense) or Qwen3-MoE: the same keys and arithmetic
+    (MiniMind-3 says so and it is tested here); transformers >= 5 stores each layer's experts fused."""
+    import transformers
+
+    state = {k: v for k, v in state.items() if k != "lm_head.weight"}  # tied to model.embed_tokens.weight
+    hf = {
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "head_dim": config.head_dim,
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.max_position_embeddings,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": None,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        **_common_hf(tokenizer),
     }
+    if not config.use_moe:
+        return {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "use_sliding_window": False,
+                "sliding_window": None, **hf}, state
+    hf.update(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", num_experts=config.num_experts,
+              num_experts_per_tok=config.num_experts_per_tok, moe_intermediate_size=config.moe_intermediate,
+              norm_topk_prob=config.norm_topk_prob, router_aux_loss_coef=config.router_aux_loss_coef,
+              decoder_sparse_step=1, mlp_only_layers=[], output_router_logits=False)
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        state = _fuse_experts(state, config)
+    return hf, state
 
 
-def export_hf(config: LMConfig, classic_state: dict, tokenizer, out_dir: str | os.PathLike,
-              tokenizer_dir: Optional[str | os.PathLike] = None) -> Path:
-    """Write a Llama checkpoint any Hugging Face tool loads without remote code."""
-    if config.use_moe:
-        raise CheckpointError("MoE models are not supported for the Hugging Face Llama format (Llama has no "
-                              "experts): export a dense model, or keep the MoE model in classic/MiniMind2 layout")
+def _fuse_experts(state: dict, config: MiniMind3Config) -> dict:
+    """transformers 5's Qwen3-MoE layout: per layer `mlp.experts.gate_up_proj` [E, 2I, H] and
+    `mlp.experts.down_proj` [E, H, I]."""
+    out = {k: v for k, v in state.items() if ".mlp.experts." not in k}
+    for layer in range(config.num_hidden_layers):
+        prefix = f"model.layers.{layer}.mlp.experts"
+        stacked = {name: torch.stack([state[f"{prefix}.{e}.{name}.weight"] for e in range(config.num_experts)])
+                   for name in ("gate_proj", "up_proj", "down_proj")}
+        out[f"{prefix}.gate_up_proj"] = torch.cat([stacked["gate_proj"], stacked["up_proj"]], dim=1)
+        out[f"{prefix}.down_proj"] = stacked["down_proj"]
+    return out
+
+
+def _common_hf(tokenizer) -> dict:
+    return {"tie_word_embeddings": True, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "use_cache": True,
+            "torch_dtype": "float32"}
+
+
+def write_hf(hf_config: dict, tensors: dict, tokenizer, out_dir: str | os.PathLike,
+             tokenizer_dir: Optional[str | os.PathLike] = None) -> Path:
+    """A Hugging Face checkpoint folder any tool that knows the architecture loads without remote code:
+    config.json, generation_config.json, model.safetensors (fp32) and the tokenizer files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = classic_to_minimind2(classic_state, config.head_dim)
-    state.pop("lm_head.weight")  # tied to model.embed_tokens.weight (tie_word_embeddings)
-    save_state({k: v.float() for k, v in state.items()}, out / "model.safetensors")
-    atomic_write_json(out / "config.json", llama_config(config, tokenizer))
+    save_state({k: v.float() for k, v in tensors.items()}, out / "model.safetensors")
+    atomic_write_json(out / "config.json", hf_config)
     atomic_write_json(out / "generation_config.json", {
         "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id})
@@ -216,3 +268,10 @@ def export_hf(config: LMConfig, classic_state: dict, tokenizer, out_dir: str | o
         if (source / name).is_file():
             atomic_write_bytes(out / name, (source / name).read_bytes())
     return out
+
+
+def export_hf(family, config, state: dict, tokenizer, out_dir: str | os.PathLike,
+              tokenizer_dir: Optional[str | os.PathLike] = None) -> Path:
+    """Write `state` (in `family`'s layout) as that family's Hugging Face checkpoint."""
+    hf_config, tensors = family.hf_checkpoint(config, state, tokenizer)
+    return write_hf(hf_config, tensors, tokenizer, out_dir, tokenizer_dir)

@@ -13,7 +13,7 @@ from typing import Any, Callable, NoReturn, Optional
 
 import typer
 
-from .config import FieldSpec, RunConfig, field_specs
+from .config import FieldSpec, RunConfig, defaults_for, field_specs
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -45,6 +45,33 @@ def config_options() -> list[inspect.Parameter]:
     return params
 
 
+BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def normalize_bool_values(args: list[str]) -> list[str]:
+    """MiniMind's scripts take `--use_moe 1` / `--from_resume 0`; ours are switches (`--use_moe`,
+    `--no_use_moe`). Rewrite a switch followed by 0/1/true/false into the switch itself."""
+    switches = {flag: (spec.flags[0], _negative_flags(spec)[0]) for spec in field_specs() if spec.type is bool
+                for flag in spec.flags}
+    switches.update({flag: (flag, f"--no_{flag[2:]}") for flag in EXTRA_SWITCHES})
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        value = args[i + 1].lower() if i + 1 < len(args) else None
+        if arg in switches and value in BOOL_WORDS:
+            out.append(switches[arg][0] if BOOL_WORDS[value] else switches[arg][1])
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+# Switches outside the config that MiniMind's scripts also spell with a 0/1 value.
+EXTRA_SWITCHES = ("--from_resume",)
+
+
 def with_options(extra: list[inspect.Parameter]) -> Callable:
     """Give a command function (taking **values) the generated config options plus its own."""
     def decorate(fn: Callable) -> Callable:
@@ -60,17 +87,23 @@ def given_settings(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_config(config_file: Optional[Path], settings: dict[str, Any]) -> RunConfig:
-    """--config FILE (if any), then the flags on top of it."""
-    base = RunConfig.load(config_file) if config_file else RunConfig()
+    """--config FILE (if any), then the flags on top of it; without a file, the defaults of the
+    family and stage the flags name."""
+    if config_file is None:
+        return RunConfig.from_flat(settings)
+    base = RunConfig.load(config_file)
     return base.replace(**settings) if settings else base
 
 
 def command_for(config: RunConfig) -> str:
-    """The `minimind train ...` line that reproduces `config` (only settings that differ from the seed)."""
-    defaults = RunConfig().flat()
+    """The `minimind train ...` line that reproduces `config`: its family and stage, then only the
+    settings that differ from that family's and stage's defaults."""
+    defaults = defaults_for(config.train.arch, config.train.stage)
+    defaults.update(arch="classic", stage="pretrain")  # what the CLI assumes when they are not given
     values = config.flat()
     parts = ["minimind", "train"]
-    for spec in field_specs():
+    specs = sorted((s for s in field_specs() if s.name in values), key=lambda s: s.name not in ("arch", "stage"))
+    for spec in specs:
         value = values[spec.name]
         if value == defaults[spec.name]:
             continue

@@ -453,7 +453,7 @@ class _EventRouter(EventHandler):
         app = self.app
         app.run_dir = Path(event.run_dir)
         app.run_device = f"{event.device}, {event.precision}"
-        details = (f"{app.run_device}  {event.n_params / 1e6:.3f}M params  "
+        details = (f"{event.model.split(':')[0]}  {app.run_device}  {event.n_params / 1e6:.3f}M params  "
                    f"{Path(event.data_path).name} ({event.n_docs} docs)")
         app._set_state(RunState.RUNNING, run_id=event.run_id, details=details)
         app._refresh_device_line()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from minimind.errors import MiniMindError
-from minimind.options import CONFIG_FILE_OPTION, build_config, fail, given_settings, with_options
+from minimind.options import CONFIG_FILE_OPTION, build_config, fail, given_settings, normalize_bool_values, with_options
 from minimind.storage.run_store import RunStore
 
 from .sessions import LAUNCH_MODES
@@ -52,5 +53,5 @@ def tui(**values: Any) -> None:
 
 
 
-def main() -> None:
-    app()
+def main(argv: Optional[list[str]] = None) -> None:
+    app(normalize_bool_values(sys.argv[1:] if argv is None else argv))

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from minimind.families.classic import CLASSIC
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ASSETS = SHARED / "minimind-assets"
@@ -31,4 +33,4 @@ def minimind_tokenizer():
 def shipped_tokenizer():
     from minimind.tokenizer import load_tokenizer
 
-    return load_tokenizer()
+    return load_tokenizer(CLASSIC.tokenizer_dir)

@@ -112,34 +112,42 @@ def test_parse_value():
         parse_value(by["dim"], "x")
 
 
-def test_command_for_reproduces_every_setting():
-    """A non-default value for every field goes through `command_for` and back through the CLI parser."""
+@pytest.mark.parametrize("arch", ["classic", "minimind3"])
+def test_command_for_reproduces_every_setting(arch):
+    """A non-default value for every field of a family goes through `command_for` and back through the
+    CLI parser."""
     import shlex
 
     import typer
 
     from minimind.cli import app
-    from minimind.config import field_specs
+    from minimind.config import defaults_for, field_specs
     from minimind.options import command_for
 
     odd = {int: 3, float: 0.25, bool: None, str: "x"}
-    base = RunConfig().flat()
+    base = defaults_for(arch, "pretrain")
+    specs = [s for s in field_specs() if arch in s.families and s.name not in ("arch", "stage")]
     changes = {}
-    for spec in field_specs():
+    for spec in specs:
         if spec.choices:
             changes[spec.name] = next(c for c in spec.choices if c != base[spec.name])
         elif spec.type is bool:
             changes[spec.name] = not base[spec.name]
         else:
             changes[spec.name] = odd[spec.type] if base[spec.name] != odd[spec.type] else 5
-    changes.update(dim=64, n_heads=4, n_kv_heads=1, max_seq_len=64, hidden_dim=128, num_experts_per_tok=1,
-                   n_routed_experts=3, dropout=0.25, tracker="wandb", use_wandb=True, device="cpu",
-                   dtype="float32", run_name="a-run", data_path="some file.jsonl", wandb_project="p q")
-    config = RunConfig().replace(**changes)
-    assert [s.name for s in field_specs() if config.flat()[s.name] == base[s.name]] == []  # every one differs
+    if arch == "classic":
+        changes.update(dim=64, n_heads=4, n_kv_heads=1, max_seq_len=64, hidden_dim=128, num_experts_per_tok=1,
+                       n_routed_experts=3)
+    else:
+        changes.update(hidden_size=64, num_attention_heads=4, num_key_value_heads=1, max_seq_len=64,
+                       intermediate_size=128, num_experts=3, num_experts_per_tok=2, moe_intermediate_size=96)
+    changes.update(dropout=0.25, tracker="wandb", use_wandb=True, device="cpu", dtype="float32", run_name="a-run",
+                   data_path="some file.jsonl", wandb_project="p q", init_from=None, from_weight="pre-trained")
+    config = RunConfig.from_flat({"arch": arch, **changes})
+    assert [s.name for s in specs if config.flat()[s.name] == base[s.name]] == ["init_from"]  # every other differs
     words = shlex.split(command_for(config))
-    assert words[:2] == ["minimind", "train"]
+    assert words[:2] == ["minimind", "train"] and (arch == "classic") == ("--arch" not in words)
     command = typer.main.get_command(app).commands["train"]
     ctx = command.make_context("train", words[2:])
-    parsed = {k: v for k, v in ctx.params.items() if v is not None and k not in ("config", "resume")}
-    assert RunConfig().replace(**parsed) == config
+    parsed = {k: v for k, v in ctx.params.items() if v is not None and k not in ("config", "resume", "from_resume")}
+    assert RunConfig.from_flat(parsed) == config

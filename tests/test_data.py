@@ -47,7 +47,7 @@ def test_very_long_lines_are_tokenised_from_a_prefix_exactly(tmp_path, shipped_t
     path = write_jsonl(tmp_path / "long.jsonl", [json.dumps({"text": text}, ensure_ascii=False)])
     ds = PretrainDataset(path, tok, max_length=512)
     full = f"<s>{text}</s>"
-    assert ds._encode_prefix(full) is not None  # the prefix path is taken...
+    assert ds._encode_prefix(full, 512) is not None  # the prefix path is taken...
     X, Y, mask = ds[0]  # ...and gives what tokenising all of it gives
     expected = tok(full, max_length=512, padding="max_length", truncation=True).input_ids
     assert X.tolist() == expected[:-1] and Y.tolist() == expected[1:]
@@ -55,7 +55,7 @@ def test_very_long_lines_are_tokenised_from_a_prefix_exactly(tmp_path, shipped_t
     big = (unit * 200_000)[:10_000_000]
     path = write_jsonl(tmp_path / "big.jsonl", [json.dumps({"text": big}, ensure_ascii=False)])
     ds = PretrainDataset(path, tok, max_length=512)
-    assert ds._encode_prefix(f"<s>{big}</s>") is not None
+    assert ds._encode_prefix(f"<s>{big}</s>", 512) is not None
     assert ds[0][0].tolist() == expected[:-1]
 
 
@@ -63,7 +63,7 @@ def test_one_long_word_falls_back_to_full_tokenisation(tmp_path, shipped_tokeniz
     text = "风" * 40_000  # a single pre-tokenizer word: a prefix could merge differently at the cut
     path = write_jsonl(tmp_path / "w.jsonl", [json.dumps({"text": text}, ensure_ascii=False)])
     ds = PretrainDataset(path, shipped_tokenizer, max_length=64)
-    assert ds._encode_prefix(f"<s>{text}</s>") is None
+    assert ds._encode_prefix(f"<s>{text}</s>", ds.max_length) is None
     expected = shipped_tokenizer(f"<s>{text}</s>", max_length=64, truncation=True).input_ids
     assert ds[0][0].tolist() == expected[:-1]
 

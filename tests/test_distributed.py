@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from minimind.data import EpochSampler
+from minimind.families.classic import CLASSIC
 from minimind.storage.checkpoint import load_resume_state
 from minimind.storage.run_store import RunStore
 from tests.helpers import tiny_corpus, tiny_flags
@@ -37,7 +38,7 @@ def even_corpus(tmp_path: Path, global_batch: int = 4, length: int = 48) -> Path
     per-rank losses (what DDP averages) equals the global mean (what one process computes)."""
     from minimind.tokenizer import load_tokenizer
 
-    tok = load_tokenizer()
+    tok = load_tokenizer(CLASSIC.tokenizer_dir)
     count = lambda text: len(tok(f"<s>{text}</s>").input_ids)
     lines = tiny_corpus(tmp_path, 12).read_text(encoding="utf-8").splitlines()
     total = sum(count(json.loads(line)["text"]) for line in lines)
@@ -130,7 +131,7 @@ def test_resume_with_another_world_size_keeps_the_data_position_in_samples(tmp_p
     from minimind.data import JsonlTexts, PackedDataset, TokenCache
     from minimind.tokenizer import load_tokenizer
     texts = JsonlTexts(rows["train"]["data_path"])
-    dataset = PackedDataset(TokenCache(texts, load_tokenizer()).load(), 48, 0)
+    dataset = PackedDataset(TokenCache(texts, load_tokenizer(CLASSIC.tokenizer_dir)).load(), 48, 0)
     assert total_tokens == dataset.n_targets and done_tokens < total_tokens
 
 

@@ -7,17 +7,19 @@ import torch
 
 from minimind.engine.control import RunControl
 from minimind.engine.loss import masked_lm_loss
-from minimind.engine.schedule import get_lr
+from minimind.engine.schedule import learning_rate
+from minimind.families.classic import CLASSIC
 from minimind.engine.trainer import Trainer
 from minimind.errors import CheckpointError
 from minimind.events import CheckpointSaved, RunEnded, RunStarted, StateChanged, StepLogged
 from minimind.models.classic import MiniMindLM
-from minimind.storage.checkpoint import load_resume_state, load_weights, weights_path
+from minimind.storage.checkpoint import load_resume_state, load_weights
 from minimind.storage.run_store import RunStore, RunSummary, find_resumable, list_runs
 from tests.helpers import tiny_config, wait_until
 
 
 def test_seed_learning_rates():
+    get_lr = lambda step, total, lr, warmup_steps=0: learning_rate(CLASSIC.lr, step, total, lr, warmup_steps)
     got = [round(get_lr(e * 1 + 1, 5 * 1, 5e-4), 8) for e in range(5)]
     assert got == [0.00050225, 0.00037725, 0.00022275, 0.00009775, 0.00005000]
     assert get_lr(5, 10, 1e-3, warmup_steps=10) == pytest.approx(0.5 * get_lr(5, 10, 1e-3))
@@ -48,7 +50,7 @@ def test_run_records_and_classic_weights(tmp_path):
     assert steps[-1].lr == pytest.approx(5e-5) and all(s.tokens > 0 and s.grad_norm > 0 for s in steps)
     saved = [e for e in events if isinstance(e, CheckpointSaved) and e.kind == "weights"]
     assert [e.global_step for e in saved] == [2, 4, 6, 8, 10, 12]
-    path = weights_path(tmp_path / "out", "minimind_pretrain", 32, False)
+    path = tmp_path / "out" / "minimind_pretrain_32.pth"
     assert saved[0].path == str(path) and path.name == "minimind_pretrain_32.pth"
     state = load_weights(path)
     assert all(v.dtype == torch.float16 for v in state.values())
@@ -78,7 +80,7 @@ def manual_training(config, windows):
 
     torch.manual_seed(config.train.seed)
     model = MiniMindLM(config.model)
-    ds = PretrainDataset(config.train.data_path, load_tokenizer(), config.model.max_seq_len)
+    ds = PretrainDataset(config.train.data_path, load_tokenizer(CLASSIC.tokenizer_dir), config.model.max_seq_len)
     opt = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate)
     bs, iters = config.train.batch_size, math.ceil(len(ds) / config.train.batch_size)
     total = config.train.epochs * iters
@@ -92,7 +94,7 @@ def manual_training(config, windows):
                 out = model(X)
                 (masked_lm_loss(out.logits, Y, M) / window).backward()
             for g in opt.param_groups:
-                g["lr"] = get_lr(epoch * iters + step, total, config.train.learning_rate)
+                g["lr"] = CLASSIC.lr(epoch * iters + step, total, config.train.learning_rate)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -128,7 +130,10 @@ def stop_at(control, global_step):
     return observer
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(shuffle=True, dropout=0.1, accumulation_steps=2)])
+@pytest.mark.parametrize("overrides", [
+    dict(), dict(shuffle=True, dropout=0.1, accumulation_steps=2),
+    dict(arch="minimind3", use_moe=True, num_experts=4, num_experts_per_tok=2, dropout=0.1, accumulation_steps=2,
+         packing=True)])
 def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path, overrides):
     config = tiny_config(tmp_path, epochs=3, **overrides)
     full_events = []
@@ -240,7 +245,7 @@ def test_nan_loss_pauses_and_never_overwrites_the_good_checkpoint(tmp_path):
     assert [e.state for e in events if isinstance(e, StateChanged)][0] == "paused"
     saved_steps = [e.global_step for e in events if isinstance(e, CheckpointSaved)]
     assert max(saved_steps) == 4  # nothing written after the NaN
-    after = load_weights(weights_path(tmp_path / "out", "minimind_pretrain", 32, False))
+    after = load_weights(tmp_path / "out" / "minimind_pretrain_32.pth")
     assert all(torch.equal(after[k], good[k]) for k in good)
     assert load_resume_state(RunStore(ended.run_dir).resume_path)["global_step"] <= 4
 

@@ -5,9 +5,10 @@ from typer.testing import CliRunner
 from minimind.cli import app
 from minimind.config import LMConfig
 from minimind.errors import CheckpointError
+from minimind.families.classic import CLASSIC
 from minimind.interop import classic_to_minimind2, detect_layout, export_hf, minimind2_to_classic, to_classic
 from minimind.models.classic import MiniMindLM
-from minimind.tokenizer import SHIPPED_DIR, load_tokenizer
+from minimind.tokenizer import load_tokenizer
 
 runner = CliRunner()
 CONFIG = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=6400, max_seq_len=64)
@@ -38,7 +39,7 @@ def test_hf_llama_export_gives_the_same_logits_and_generates(tmp_path):
     from transformers import AutoModelForCausalLM
 
     ours = model()
-    export_hf(ours.config, ours.state_dict(), load_tokenizer(), tmp_path, SHIPPED_DIR)
+    export_hf(CLASSIC, ours.config, ours.state_dict(), load_tokenizer(CLASSIC.tokenizer_dir), tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
     hf = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=False).eval()
     assert type(hf).__name__ == "LlamaForCausalLM"
@@ -56,7 +57,7 @@ def test_hf_llama_export_gives_the_same_logits_and_generates(tmp_path):
 def test_moe_export_is_refused(tmp_path):
     moe = model(use_moe=True)
     with pytest.raises(CheckpointError, match="not supported for the Hugging Face Llama format"):
-        export_hf(moe.config, moe.state_dict(), load_tokenizer(), tmp_path)
+        export_hf(CLASSIC, moe.config, moe.state_dict(), load_tokenizer(CLASSIC.tokenizer_dir), tmp_path)
 
 
 def test_cli_convert_export_and_minimind2_weights_everywhere(tmp_path):

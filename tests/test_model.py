@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from minimind.config import LMConfig
-from minimind.models.classic import MiniMindLM, MoEGate, _penalize_repeats, count_parameters, flops_per_token
+from minimind.families.classic import CLASSIC
+from minimind.models.classic import MiniMindLM, MoEGate
+from minimind.models.shared import _penalize_repeats, _sample, count_parameters
 from tests.classic_reference import ClassicReference
 
 TINY = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, max_seq_len=64)
@@ -191,7 +193,6 @@ def test_streaming_and_seeded_sampling():
 def test_top_p_keeps_only_the_nucleus():
     torch.manual_seed(3)
     logits = torch.tensor([[5.0, 4.0, -10.0, -10.0]])
-    from minimind.models.classic import _sample
     draws = {int(_sample(logits, 1.0, 0.5, None)) for _ in range(50)}
     assert draws == {0}
 
@@ -208,5 +209,5 @@ def test_flops_per_token_seed_config():
     config = LMConfig(dim=512, n_layers=2, max_seq_len=512)
     n_matmul = 2 * (512 * 512 * 2 + 512 * 128 * 2 + 3 * 512 * 1408) + 512 * 6400
     expected = 3 * (2 * n_matmul + 4 * 2 * 8 * 64 * 511)
-    assert flops_per_token(config, 511) == expected
-    assert flops_per_token(config, 511, training=False) == expected / 3
+    assert CLASSIC.flops_per_token(config, 511) == expected
+    assert CLASSIC.flops_per_token(config, 511, training=False) == expected / 3

@@ -30,7 +30,8 @@ from tests.helpers import TINY_MODEL, tiny_config
 
 
 def started(**kw):
-    values = dict(run_id="r", run_dir="d", config={}, n_params=1, device="cpu", precision="float32", data_path="x",
+    values = dict(run_id="r", run_dir="d", config={}, n_params=1, model="classic: tiny", device="cpu",
+                  precision="float32", data_path="x",
                   n_docs=1, iters_per_epoch=4, total_steps=8, start_step=0)
     return RunStarted(**{**values, **kw})
 

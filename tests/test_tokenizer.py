@@ -4,9 +4,12 @@ import pytest
 from transformers import AutoTokenizer
 
 from minimind.errors import MiniMindError
-from minimind.tokenizer import SHIPPED_DIR, load_tokenizer, train_tokenizer
+from minimind.families.classic import CLASSIC
+from minimind.tokenizer import load_tokenizer, train_tokenizer
 from tests.conftest import ASSETS, needs_assets
 from tests.helpers import TOYDATA
+
+SHIPPED_DIR = CLASSIC.tokenizer_dir
 
 
 def test_shipped_tokenizer_layout():
@@ -31,7 +34,7 @@ def test_shipped_tokenizer_is_reproducible_from_the_toy_corpus(tmp_path):
 
 
 def test_default_and_broken_folders(tmp_path):
-    assert len(load_tokenizer()) == 6400
+    assert len(load_tokenizer(SHIPPED_DIR)) == 6400
     with pytest.raises(MiniMindError, match="does not exist"):
         load_tokenizer(tmp_path / "nope")
     with pytest.raises(MiniMindError, match="has no tokenizer.json"):

@@ -19,7 +19,8 @@ SIZE = (100, 30)
 
 
 def started(total=20):
-    return RunStarted(run_id="r1", run_dir="/tmp/none/runs/r1", config={}, n_params=8_915_456, device="cpu (2 threads)",
+    return RunStarted(run_id="r1", run_dir="/tmp/none/runs/r1", config={}, n_params=8_915_456,
+                      model="classic: dim 512, 2 layers, dense, seq 512", device="cpu (2 threads)",
                       precision="float32", data_path="toy.jsonl", n_docs=40, iters_per_epoch=10, total_steps=total,
                       start_step=0)
 
@@ -191,7 +192,7 @@ def test_a_real_training_run_through_the_app(tmp_path, launch):
             await pilot.press("3")
             runs = app.query_one("#runs-table", DataTable)
             assert await wait_for(pilot, lambda: runs.row_count == 1)
-            assert str(runs.get_row_at(0)[1]) == "finished"
+            assert str(runs.get_row_at(0)[3]) == "finished"
 
     asyncio.run(scenario())
     assert (Path(config.train.save_dir) / "minimind_pretrain_32.pth").is_file()
@@ -293,3 +294,39 @@ def test_run_detail_overlays_another_runs_curve_under_its_own(tmp_path):
             assert await wait_for(pilot, lambda: list(curve.series) == ["first"])
 
     asyncio.run(scenario())
+
+
+def test_choosing_the_family_switches_the_form_and_a_minimind3_run_trains(tmp_path):
+    """The arch field swaps the model fields and defaults (MiniMind-3's train_pretrain.py); a tiny
+    MiniMind-3 run then trains in the app, and the status line names the family."""
+    from minimind.config import defaults_for
+
+    config = tiny_config(tmp_path, epochs=1)
+
+    async def scenario():
+        app = make_app(config, launch="thread")
+        async with app.run_test(size=SIZE) as pilot:
+            assert app.query_one("#row-dim").display and not app.query_one("#row-hidden_size").display
+            app.query_one("#field-arch").value = "minimind3"
+            assert await wait_for(pilot, lambda: app.form_config is not None and app.form_config.train.arch == "minimind3")
+            assert not app.query_one("#row-dim").display and app.query_one("#row-hidden_size").display
+            m3 = defaults_for("minimind3", "pretrain")
+            assert app.query_one("#field-hidden_size").value == "768"
+            assert app.query_one("#field-save_weight").value == m3["save_weight"] == "pretrain"
+            assert app.query_one("#field-accumulation_steps").value == "8"
+            # what the user had changed and still applies stays: data, save_dir, epochs
+            assert app.form_config.train.data_path == config.train.data_path and app.form_config.train.epochs == 1
+            for name, value in dict(hidden_size="32", num_hidden_layers="1", num_attention_heads="4",
+                                    num_key_value_heads="2", max_seq_len="32", batch_size="4",
+                                    accumulation_steps="1").items():
+                app.query_one(f"#field-{name}").value = value
+            assert await wait_for(pilot, lambda: app.form_config is not None and app.form_config.model.hidden_size == 32)
+            await pilot.press("s")
+            assert await wait_for(pilot, lambda: app.state == "finished", 60)
+            assert "minimind3" in status_text(app)
+            app.query_one("#field-arch").value = "classic"
+            assert await wait_for(pilot, lambda: app.form_config is not None and app.form_config.train.arch == "classic")
+            assert app.query_one("#row-dim").display and app.query_one("#field-dim").value == "512"
+
+    asyncio.run(scenario())
+    assert (tmp_path / "out" / "pretrain_32.pth").is_file()

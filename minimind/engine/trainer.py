@@ -31,31 +31,24 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..config import RESUME_OVERRIDABLE, RunConfig, effective_tracker
-from ..data import EpochSampler, TrainingSet, build_training_set
+from ..data import EpochSampler, TrainingSet
 from ..errors import CheckpointError, MiniMindError
 from ..events import Alert, CheckpointSaved, Event, Observer, RunEnded, RunStarted, RunState, StateChanged, StepLogged
-from ..interop import load_state, to_classic
-from ..models.classic import MiniMindLM, count_parameters
+from ..families import Family
+from ..models.shared import count_parameters
+from ..stages import Stage
 from ..storage.atomic import remove_stale_temp_files
-from ..storage.checkpoint import (
-    WeightsLock,
-    apply_weights,
-    load_resume_state,
-    rng_state,
-    save_resume_state,
-    save_weights,
-    set_rng_state,
-    unwrap,
-    weights_path,
-)
+from ..storage.checkpoint import (WeightsLock, apply_weights, load_resume_state, rng_state, save_resume_state,
+                                  save_weights, set_rng_state, unwrap)
 from ..storage.run_store import RunStore
 from ..tokenizer import load_tokenizer
+from ..weights import load_state_for, require_file
 from . import distributed
 from .control import RunControl
 from .distributed import World, current_world
 from .environment import Precision, describe_device, resolve_precision
 from .loss import masked_lm_loss
-from .schedule import get_lr
+from .schedule import learning_rate
 from .trackers import make_tracker
 
 PAUSE_POLL_S = 0.2
@@ -105,11 +98,13 @@ class Trainer:
     observers: list[Observer]
     world: World
     resume_dir: Optional[Path]
+    family: Family  # the model family (config.train.arch): model, weights layout, rows, schedule
+    stage: Stage  # the training stage (config.train.stage): its rows
     # ---- built by __init__ ------------------------------------------------------------------
     precision: Precision
     tokenizer: Any  # a transformers PreTrainedTokenizerFast
     data: TrainingSet
-    model: MiniMindLM
+    model: nn.Module
     wrapped: nn.Module  # the model, inside DistributedDataParallel when distributed
     forward: Callable  # `wrapped`, compiled when --compile
     n_params: int
@@ -151,6 +146,7 @@ class Trainer:
         resume_state = self._load_resume_state(self.resume_dir, overrides or {}) if self.resume_dir else None
         if resume_state is None:
             self.config = config or RunConfig()
+        self.family, self.stage = self.config.family, self.config.stage
         self._resume_state = resume_state
         self.precision = resolve_precision(self.config.train.device, self.config.train.dtype,
                                            self.world.local_rank if self.world.distributed else None)
@@ -173,23 +169,34 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg, train = self.config.model, self.config.train
-        self.tokenizer = load_tokenizer(train.tokenizer)
+        self.tokenizer = load_tokenizer(train.tokenizer or self.family.tokenizer_dir)
         if len(self.tokenizer) > cfg.vocab_size:
             raise MiniMindError(f"the tokenizer has {len(self.tokenizer)} tokens but vocab_size is {cfg.vocab_size}: "
                                 f"set --vocab_size {len(self.tokenizer)} or use a smaller tokenizer")
-        self.data = build_training_set(train.data_path, self.tokenizer, cfg.max_seq_len, train.packing)
+        self.data = self.stage.build_set(self.family, train.data_path, self.tokenizer, cfg.max_seq_len, train)
         if self.data.note:
             self.notes.append(self.data.note)
 
+    def _initial_weights(self) -> Optional[tuple[dict, str]]:
+        """(weights in this family's layout, where from) for --init-from or --from_weight."""
+        cfg, train = self.config.model, self.config.train
+        if train.init_from:
+            return load_state_for(self.family, train.init_from, config=cfg), train.init_from
+        if train.from_weight != "none":
+            path = Path(train.save_dir) / self.family.weights_name(train.from_weight, cfg)
+            require_file(path, f"--from_weight {train.from_weight}:")
+            return load_state_for(self.family, path, config=cfg), str(path)
+        return None
+
     def _build_model(self, resume_state: Optional[dict]) -> None:
         cfg, train = self.config.model, self.config.train
-        init_state = None
-        if train.init_from and resume_state is None:
-            init_state = to_classic(load_state(train.init_from), cfg.n_heads)  # classic or MiniMind2 layout
-        torch.manual_seed(train.seed)  # before the model is built, as the seed notebook
-        self.model = MiniMindLM(cfg)
-        if init_state is not None:
-            apply_weights(self.model, init_state, f"--init-from {train.init_from}")
+        initial = self._initial_weights() if resume_state is None else None
+        torch.manual_seed(train.seed)  # before the model is built, as MiniMind's trainers do
+        self.model = self.family.build_model(cfg)
+        if initial is not None:
+            state, source = initial
+            apply_weights(self.model, state, source)
+            self.notes.append(f"initial weights from {source}")
         if resume_state is not None:
             apply_weights(self.model, resume_state["model"], f"resume state of {self.resume_dir}")
         self.model.to(self.precision.device)
@@ -263,7 +270,8 @@ class Trainer:
         run_dir = str(self.store.path) if self.store else ""
         self._emit(RunStarted(
             run_id=self.store.run_id if self.store else "", run_dir=run_dir, config=self.config.to_dict(),
-            n_params=self.n_params, device=describe_device(self.precision.device),
+            n_params=self.n_params, model=f"{self.family.name}: {self.family.describe(self.config.model)}",
+            device=describe_device(self.precision.device),
             precision=self.precision.description, data_path=str(self.data.path), n_docs=len(self.data.documents),
             iters_per_epoch=self.iters, total_steps=self.total_steps, start_step=self.micro_step,
             world_size=self.world.size, notes=tuple(notes)))
@@ -313,9 +321,9 @@ class Trainer:
                 step += 1
                 self.micro_step = epoch * self.iters + step
                 self._set_lr(self.micro_step)
-                size = self._window_size(step)
+                divisor = self._loss_divisor(step)
                 window_end = not (step % train.accumulation_steps and step != self.iters)
-                loss, aux = self._forward_backward(X, Y, loss_mask, size, sync=window_end)
+                loss, aux = self._forward_backward(X, Y, loss_mask, divisor, sync=window_end)
                 window.add(loss, aux)
                 meter.since_log_tokens += int(loss_mask.sum())
                 meter.since_log_positions += loss_mask.numel()
@@ -349,19 +357,24 @@ class Trainer:
         left = EpochSampler.per_rank(len(self.data.rows) - samples, self.world.size)
         return self.iters - math.ceil(left / self.config.train.batch_size)
 
-    def _window_size(self, step: int) -> int:
-        """Micro-steps in the optimizer step that contains micro-step `step` (1-based, in the epoch)."""
+    def _loss_divisor(self, step: int) -> int:
+        """What micro-step `step`'s loss is divided by before backward: the accumulation steps, except
+        in a short last window of an epoch, where the family says (classic here: its own length, so
+        the window's gradient is its mean; MiniMind-3 keeps dividing by accumulation_steps)."""
         accum = self.config.train.accumulation_steps
         last_full = self.iters - self.iters % accum
-        return self.iters % accum if step > last_full else accum
+        if step > last_full and self.family.short_window_divisor == "own_length":
+            return self.iters % accum
+        return accum
 
     def _set_lr(self, micro_step: int) -> None:
         train = self.config.train
-        self.lr = get_lr(micro_step, self.total_steps, train.learning_rate, train.warmup_iters)
+        self.lr = learning_rate(self.family.lr, micro_step, self.total_steps, train.learning_rate, train.warmup_iters)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
 
-    def _forward_backward(self, X, Y, loss_mask, window_size: int, sync: bool = True):
+    def _forward_backward(self, X, Y, loss_mask, divisor: int, sync: bool = True):
+        """One micro-step; returns its loss and aux loss (detached, undivided)."""
         device = self.precision.device
         X, Y, loss_mask = (t.to(device, non_blocking=True) for t in (X, Y, loss_mask))
         # Inside an accumulation window DDP skips the gradient all-reduce until the last micro-step.
@@ -371,8 +384,8 @@ class Trainer:
             with self.precision.autocast():
                 res = self.forward(X)
                 loss = masked_lm_loss(res.logits, Y, loss_mask) + res.aux_loss
-            self.scaler.scale(loss / window_size).backward()
-        return loss.detach() / window_size, res.aux_loss.detach() / window_size
+            self.scaler.scale(loss / divisor).backward()
+        return loss.detach(), res.aux_loss.detach()
 
     def _optimizer_step(self) -> torch.Tensor:
         clip = self.config.train.grad_clip
@@ -390,7 +403,8 @@ class Trainer:
     def _log(self, epoch: int, step: int, window: _Window, grad_norm: torch.Tensor) -> None:
         train, meter = self.config.train, self.meter
         assert window.loss is not None and window.aux is not None  # a logged window ran micro-steps
-        loss, aux = window.loss.item(), window.aux.item()  # the one host sync, on log steps only
+        # The window's mean: the one host sync, on log steps only.
+        loss, aux = window.loss.item() / window.micro_steps, window.aux.item() / window.micro_steps
         if self.world.distributed:  # every rank's mean, and every rank's tokens
             total_loss, total_aux, tokens, positions = distributed.sum_values(
                 [loss, aux, meter.since_log_tokens, meter.since_log_positions], self.precision.device)
@@ -462,10 +476,10 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def _claim_weights_file(self, store: RunStore) -> Path:
-        """The seed's {save_dir}/{save_weight}_{dim}[_moe].pth, or a copy in the run directory when
+        """MiniMind's {save_dir}/{save_weight}_{width}[_moe].pth, or a copy in the run directory when
         another live run in the same save_dir already writes that file."""
-        train, cfg = self.config.train, self.config.model
-        path = weights_path(train.save_dir, train.save_weight, cfg.dim, cfg.use_moe)
+        train = self.config.train
+        path = Path(train.save_dir) / self.family.weights_name(train.save_weight, self.config.model)
         remove_stale_temp_files(path.parent)
         self.weights_lock = WeightsLock(path)
         if self.weights_lock.acquire():

@@ -28,11 +28,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def weights_path(save_dir: str | os.PathLike, save_weight: str, dim: int, use_moe: bool) -> Path:
-    """The seed's file name: {save_dir}/{save_weight}_{dim}[_moe].pth"""
-    return Path(save_dir) / f"{save_weight}_{dim}{'_moe' if use_moe else ''}.pth"
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside DistributedDataParallel and torch.compile wrappers."""
     model = getattr(model, "module", model)

@@ -21,7 +21,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Callable, Optional
 
 from ..errors import CheckpointError
 from ..events import CheckpointSaved, Event, EventHandler, RunEnded, RunStarted, RunState, StateChanged, StepLogged
@@ -257,6 +257,8 @@ class RunSummary:
 
     run_id: str
     path: Path
+    arch: str  # the model family
+    stage: str
     state: RunState
     global_step: int
     total_steps: int
@@ -271,12 +273,17 @@ class RunSummary:
     def of(cls, store: RunStore) -> "RunSummary":
         status = store.read_status()
         metrics = store.read_metrics()
+        try:
+            train = store.read_config().get("train", {})
+        except CheckpointError:
+            train = {}
         losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
         finite = [x for x in losses if x == x and abs(x) != float("inf")]
         started = status.get("started")
         end = status.get("ended") or status.get("heartbeat")
         return cls(
-            run_id=store.run_id, path=store.path, state=store.state(),
+            run_id=store.run_id, path=store.path, arch=str(train.get("arch", "classic")),
+            stage=str(train.get("stage", "pretrain")), state=store.state(),
             global_step=int(status.get("global_step", metrics[-1]["global_step"] if metrics else 0)),
             total_steps=int(status.get("total_steps", 0)),
             last_loss=losses[-1] if losses else None, best_loss=min(finite) if finite else None,
@@ -295,10 +302,17 @@ def list_runs(save_dir: str | os.PathLike) -> list[RunStore]:
     return sorted(stores, key=lambda s: (s.read_status().get("started") or s.config_path.stat().st_mtime, s.run_id))
 
 
-def find_resumable(save_dir: str | os.PathLike) -> Optional[RunStore]:
-    """The newest run under save_dir that did not finish, is not live, and has an exact-resume state."""
+def find_resumable(save_dir: str | os.PathLike,
+                   matching: Callable[[dict], bool] = lambda config: True) -> Optional[RunStore]:
+    """The newest run under save_dir that did not finish, is not live, has an exact-resume state and
+    whose recorded config is `matching`."""
     for store in reversed(list_runs(save_dir)):
         state = store.state()
         if state != RunState.FINISHED and not state.live and store.resume_path.is_file():
-            return store
+            try:
+                config = store.read_config()
+            except CheckpointError:
+                continue
+            if matching(config):
+                return store
     return None

@@ -35,7 +35,7 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
         try:
             c = RunConfig.from_dict(self.store.read_config())
             m, t = c.model, c.train
-            settings = (f"dim {m.dim} · {m.n_layers} layers · seq {m.max_seq_len}{' · MoE' if m.use_moe else ''} · "
+            settings = (f"{c.family.name} · {c.family.describe(m)} · {t.stage} · "
                         f"{t.epochs} epochs · batch {t.batch_size}x{t.accumulation_steps} · lr {t.learning_rate} · "
                         f"{t.dtype} · {t.data_path}")
         except MiniMindError as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 from textual import work
@@ -76,13 +78,15 @@ class SampleScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _generate(self, prompt: str, max_new: int, temperature: float, top_p: float) -> None:
         # Loading a model needs torch; the app itself starts without it.
-        from minimind.inference import load_model, stream_text
+        from minimind.sampling import stream_text
         from minimind.tokenizer import load_tokenizer
+        from minimind.weights import load_model
 
         try:
-            model, run_config = load_model(self.source)
-            tok = load_tokenizer(run_config.train.tokenizer if run_config else None)
-            for piece in stream_text(model, tok, prompt, max_new, temperature, top_p):
+            model, run_config, family = load_model(self.source)
+            tok = load_tokenizer((run_config.train.tokenizer if run_config else None) or family.tokenizer_dir)
+            sampling = dataclasses.replace(DEFAULTS, max_new_tokens=max_new, temperature=temperature, top_p=top_p)
+            for piece in stream_text(model, tok, prompt, sampling):
                 self.post_message(SampleText(piece))
         except MiniMindError as e:
             self.post_message(SampleText(error=str(e)))

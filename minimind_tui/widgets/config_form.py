@@ -1,4 +1,9 @@
-"""The args form, generated from minimind.config (the same specs as the CLI flags)."""
+"""The args form, generated from minimind.config (the same specs as the CLI flags).
+
+Every family's model fields are built once; the form shows those of the chosen family. Choosing
+another family or stage fills the form with that combination's defaults, keeping the settings the
+user changed that still apply (RunConfig.replace).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
-from minimind.config import GROUPS, FieldSpec, RunConfig, field_specs, parse_value
+from minimind.config import GROUPS, FieldSpec, RunConfig, defaults_for, field_specs, parse_value
 from minimind.errors import ConfigError
 
 from ..sessions import LAUNCH_MODES
@@ -31,8 +36,12 @@ class ConfigForm(VerticalScroll):
         self.config: Optional[RunConfig] = initial
         self.error: Optional[ConfigError] = None
         self._ready = False  # widgets report their initial values once mounted: ignore those
+        # The family and stage whose fields and defaults the form shows; their selects take effect
+        # through _switch, never half-way through validate.
+        self.arch, self.stage = initial.train.arch, initial.train.stage
 
     def on_mount(self) -> None:
+        self._show_family(self.initial.train.arch)
         self.call_after_refresh(self._settle)
 
     def _settle(self) -> None:
@@ -41,12 +50,12 @@ class ConfigForm(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-error", classes="form-error")
-        values = self.initial.flat()
+        values = self._values_for_every_field(self.initial)
         for group, title in GROUPS.items():
             specs = [s for s in self.specs.values() if s.group == group]
             with Collapsible(title=title, collapsed=group == "moe", id=f"group-{group}"):
                 for spec in specs:
-                    with Horizontal(classes="field-row"):
+                    with Horizontal(classes="field-row", id=f"row-{spec.name}"):
                         yield Label(spec.name, classes="field-name")
                         yield self._editor(spec, values[spec.name])
                         yield Static(spec.help, classes="field-help")
@@ -59,6 +68,14 @@ class ConfigForm(VerticalScroll):
                                      classes="field-input", compact=True)
                         yield Static("where the training runs (a thread shares the CPU and Python's GIL with "
                                      "the app: a few % slower)", classes="field-help")
+
+    def _values_for_every_field(self, config: RunConfig) -> dict[str, Any]:
+        """The config's values, and for the other families' fields their defaults (hidden until chosen)."""
+        values: dict[str, Any] = {}
+        for arch in {a for spec in self.specs.values() for a in spec.families}:
+            values.update(defaults_for(arch, config.train.stage))
+        values.update(config.flat())
+        return values
 
     def _editor(self, spec: FieldSpec, value):
         wid = f"field-{spec.name}"
@@ -73,16 +90,29 @@ class ConfigForm(VerticalScroll):
     def launch_mode(self) -> str:
         return str(self.query_one("#launch-mode", Select).value)
 
+    def _visible(self, spec: FieldSpec) -> bool:
+        return self.arch in spec.families
+
+    def _show_family(self, arch: str) -> None:
+        self.arch = arch
+        for spec in self.specs.values():
+            shown = arch in spec.families
+            self.query_one(f"#row-{spec.name}").display = shown
+            self.query_one(f"#error-{spec.name}").display = shown
+
     # ---- reading and validating --------------------------------------------------------------
     def validate(self) -> tuple[Optional[RunConfig], Optional[ConfigError]]:
-        """Parse every field, then build the RunConfig; show each problem beside its field."""
+        """Parse every shown field, then build the RunConfig; show each problem beside its field."""
         values, errors = {}, {}
         for name, spec in self.specs.items():
+            if not self._visible(spec):
+                continue
             widget: Any = self.query_one(f"#field-{name}")  # Input, Checkbox or Select
             try:
                 values[name] = parse_value(spec, widget.value) if isinstance(widget, Input) else widget.value
             except ConfigError as e:
                 errors[name] = e
+        values.update(arch=self.arch, stage=self.stage)
         config = None
         if not errors:
             try:
@@ -113,11 +143,24 @@ class ConfigForm(VerticalScroll):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
+        name = (event.select.id or "").removeprefix("field-")
+        if name in ("arch", "stage") and str(event.value) != getattr(self, name):
+            self._switch(**{name: str(event.value)})
+            return
         self._changed()
+
+    def _switch(self, **change: str) -> None:
+        """Another family or stage: its defaults, keeping what the user changed that still applies."""
+        base = self.config or RunConfig.from_flat({"arch": self.arch, "stage": self.stage})
+        self._ready = True  # a switch before the first refresh still validates once done
+        try:
+            self.set_config(base.replace(**change))
+        except ConfigError:  # the kept settings do not fit: start from the new family's and stage's defaults
+            self.set_config(RunConfig.from_flat({"arch": self.arch, "stage": self.stage, **change}))
 
     # ---- filling ----------------------------------------------------------------------------
     def set_config(self, config: RunConfig) -> None:
-        values = config.flat()
+        values = self._values_for_every_field(config)
         with self.prevent(Input.Changed, Checkbox.Changed, Select.Changed):
             for name in self.specs:
                 widget: Any = self.query_one(f"#field-{name}")  # Input, Checkbox or Select
@@ -126,6 +169,8 @@ class ConfigForm(VerticalScroll):
                     widget.value = "" if value is None else str(value)
                 else:
                     widget.value = value
+        self.stage = config.train.stage
+        self._show_family(config.train.arch)
         self._changed()
 
     def focus_field(self, name: str) -> None:

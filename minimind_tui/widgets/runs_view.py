@@ -12,8 +12,8 @@ from textual.widgets import DataTable, Static
 from minimind.formatting import format_duration, format_loss, format_started
 from minimind.storage.run_store import RunSummary, list_runs
 
-COLUMNS = [("run", 22), ("state", 9), ("steps", 11), ("last loss", 9), ("best loss", 9), ("duration", 9),
-           ("started", 16)]
+COLUMNS = [("run", 22), ("family", 9), ("stage", 8), ("state", 9), ("steps", 11), ("last loss", 9), ("best loss", 9),
+           ("duration", 9), ("started", 16)]
 
 
 class RunsView(Vertical):
@@ -53,7 +53,7 @@ class RunsView(Vertical):
         stores = list(reversed(list_runs(self.save_dir)))  # newest first
         for store in stores:
             s = RunSummary.of(store)
-            table.add_row(s.run_id, s.state, f"{s.global_step}/{s.total_steps}", format_loss(s.last_loss),
+            table.add_row(s.run_id, s.arch, s.stage, s.state, f"{s.global_step}/{s.total_steps}", format_loss(s.last_loss),
                           format_loss(s.best_loss), format_duration(s.duration), format_started(s.started),
                           key=str(store.path))
         if stores:

@@ -1,0 +1,73 @@
+"""Where a model's weights come from: a run directory (its newest weights) or a weights file in any
+layout a family reads (classic, MiniMind2, MiniMind-3; .pth or .safetensors), and the model built
+from them. Used by training (`--init-from`, `--from_weight`), `generate`, `chat`, `eval` and export.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import RunConfig
+from .errors import CheckpointError
+from .families import FAMILIES, Family
+from .interop import load_state
+from .storage.checkpoint import apply_weights, load_resume_state, load_weights
+from .storage.run_store import RunStore
+
+
+def detect_family(state: dict) -> Family:
+    """The family whose layout these keys are: q/k norms mean MiniMind-3, else classic (or MiniMind2,
+    which classic reads)."""
+    if any(".self_attn.q_norm." in k for k in state):
+        return FAMILIES["minimind3"]
+    return FAMILIES["classic"]
+
+
+def run_weights_file(run_config: RunConfig) -> Path:
+    """The seed's weights file of a run: {save_dir}/{save_weight}_{width}[_moe].pth"""
+    train = run_config.train
+    return Path(train.save_dir) / run_config.family.weights_name(train.save_weight, run_config.model)
+
+
+def load_run_weights(run_dir: str | os.PathLike) -> tuple[dict, RunConfig]:
+    """A run's newest weights (fp32 from its resume state, else its fp16 weights file) and its config."""
+    store = RunStore.open(run_dir)
+    run_config = RunConfig.from_dict(store.read_config())
+    if store.resume_path.is_file():
+        return load_resume_state(store.resume_path)["model"], run_config
+    return load_weights(run_weights_file(run_config)), run_config
+
+
+def load_state_for(family: Family, source: str | os.PathLike, config: Any = None, n_heads: int = 8) -> dict:
+    """Weights from a run directory or a file, in `family`'s own layout."""
+    path = Path(source)
+    state = load_run_weights(path)[0] if path.is_dir() else load_state(path)
+    return family.own_layout(state, config=config, n_heads=n_heads)
+
+
+def load_model(source: str | os.PathLike, n_heads: int = 8, device: str = "cpu",
+               arch: Optional[str] = None) -> tuple[Any, Optional[RunConfig], Family]:
+    """A model in eval mode from a run directory (its own config) or a weights file (the family from
+    `arch` or the keys, the config from the shapes), with its run config (None for a file) and family."""
+    path = Path(source)
+    if path.is_dir():
+        state, run_config = load_run_weights(path)
+        family, config = run_config.family, run_config.model
+        state = family.own_layout(state, config=config)
+    else:
+        run_config = None
+        raw = load_state(path)
+        family = FAMILIES[arch] if arch else detect_family(raw)
+        state = family.own_layout(raw, n_heads=n_heads)
+        config = family.infer_config(state, n_heads=n_heads)
+    model = family.build_model(config)
+    apply_weights(model, state, str(path))
+    return model.to(device).eval(), run_config, family
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist: train that stage first, or give --init-from PATH")
+    return path
