@@ -6,10 +6,12 @@ Typer's (--batch-size). Bad input ends with one line naming the problem and the 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any, Optional
 
@@ -211,13 +213,17 @@ def runs_list(save_dir: str = SAVE_DIR_OPTION) -> None:
     if not stores:
         typer.echo(f"no runs under {save_dir}/runs yet: start one with `minimind train`")
         return
+    summaries = [RunSummary.of(store) for store in stores]
+    with_eval = any(s.best_eval is not None for s in summaries)  # the column only when a run evaluates
+    columns = ["run", "family", "stage", "state", "steps", "last loss", "best loss"] + ["best eval"] * with_eval
     table = Table(box=None, pad_edge=False)
-    for col in ("run", "family", "stage", "state", "steps", "last loss", "best loss", "duration", "started"):
-        table.add_column(col, justify="right" if col in ("steps", "last loss", "best loss", "duration") else "left")
-    for store in stores:
-        s = RunSummary.of(store)
+    for col in columns + ["duration", "started"]:
+        table.add_column(col, justify="right" if col in ("steps", "last loss", "best loss", "best eval", "duration")
+                         else "left")
+    for s in summaries:
+        evals = [format_loss(s.best_eval)] if with_eval else []
         table.add_row(s.run_id, s.arch, s.stage, s.state, f"{s.global_step}/{s.total_steps}", format_loss(s.last_loss),
-                      format_loss(s.best_loss), format_duration(s.duration), format_started(s.started))
+                      format_loss(s.best_loss), *evals, format_duration(s.duration), format_started(s.started))
     Console(width=max(100, Console().width)).print(table)
 
 
@@ -246,9 +252,12 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
         typer.echo(f"checkpoint {kind}: {path}")
     if s.resumable and s.state != RunState.FINISHED:
         typer.echo(f"resume     {resume_command(str(store.path))}")
+    if s.evals:
+        typer.echo(f"eval       last {format_loss(s.evals[-1][1])}   best {format_loss(s.best_eval)}   "
+                   f"({len(s.evals)} evaluations)")
     metrics = store.read_metrics()
     if len(metrics) >= 2:
-        typer.echo(loss_plot([x["global_step"] for x in metrics], [x["loss"] for x in metrics], width, height))
+        typer.echo(loss_plot([x["global_step"] for x in metrics], [x["loss"] for x in metrics], s.evals, width, height))
 
 
 @runs_app.command("export")
@@ -268,11 +277,13 @@ def runs_export(run: str = typer.Argument(..., help="run directory or run id"), 
     typer.echo(f"wrote {len(store.read_metrics())} steps to {log_dir}: tensorboard --logdir {log_dir}")
 
 
-def loss_plot(steps: list, losses: list, width: int, height: int) -> str:
+def loss_plot(steps: list, losses: list, evals: list[tuple[int, float]], width: int, height: int) -> str:
     import plotext as plt  # only `runs show` draws
 
     plt.clear_figure()
-    plt.plot(steps, losses, marker="braille")
+    plt.plot(steps, losses, marker="braille", label="train")
+    if evals:  # held-out loss as its own series, with visible markers
+        plt.plot([step for step, _ in evals], [loss for _, loss in evals], marker="o", label="eval")
     plt.title("loss")
     plt.xlabel("step")
     plt.plotsize(width, height)
@@ -331,6 +342,112 @@ def generate(source: Path = SOURCE_ARGUMENT,
     typer.echo("")
 
 
+@app.command("eval")
+def evaluate(source: Path = SOURCE_ARGUMENT,
+             data: Path = typer.Option(..., "--data", "--data_path", help="held-out JSONL in the training format"),
+             stage: Optional[str] = typer.Option(None, "--stage", help="how rows are built: pretrain (text) or sft "
+                                                 "(chats); default: the run's, else pretrain"),
+             max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", "--max_seq_len", min=2,
+                                                       help="row length (default: the run's, else the family's)"),
+             batch_size: int = typer.Option(8, "--batch-size", "--batch_size", min=1),
+             packing: bool = typer.Option(False, "--packing/--no-packing", help="packed rows, as --packing trains"),
+             tokenizer: Optional[str] = TOKENIZER_OPTION, n_heads: int = N_HEADS_OPTION, arch: Optional[str] = ARCH_OPTION,
+             device: str = typer.Option("cpu", help="cpu, cuda or auto"),
+             dtype: str = typer.Option("float32", help="float32, or an autocast dtype: bfloat16 or float16 (CUDA)"),
+             json_output: bool = typer.Option(False, "--json", help="one JSON object: loss, ppl, tokens, docs")) -> None:
+    """Held-out loss and perplexity of a model: the token-weighted mean cross-entropy over every real
+    target of the file's rows, built as training builds them."""
+    import json
+
+    from .config import TrainConfig, defaults_for
+    from .engine.distributed import World
+    from .engine.environment import resolve_precision
+    from .engine.evaluation import Evaluator
+    from .stages import STAGES
+
+    try:
+        model, run_config, family, _, tok = _load(source, n_heads, "cpu", arch, tokenizer)
+        stage = stage or (run_config.train.stage if run_config else "pretrain")
+        if stage not in STAGES:
+            fail(f"--stage {stage!r} is not one of {', '.join(STAGES)}")
+        length = max_seq_len or (run_config.model.max_seq_len if run_config else
+                                 defaults_for(family.name, stage)["max_seq_len"])
+        train = run_config.train if run_config else TrainConfig()
+        train = dataclasses.replace(train, packing=packing, stage=stage)
+        STAGES[stage].check(types.SimpleNamespace(train=train))
+        precision = resolve_precision(device, dtype)
+        held = STAGES[stage].build_set(family, data, tok, length, train)
+        result = Evaluator(held, batch_size, precision, World()).run(model.to(precision.device))
+    except MiniMindError as e:
+        fail(str(e))
+    values = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, "docs": result.docs}
+    if json_output:
+        typer.echo(json.dumps(values))
+        return
+    typer.echo(f"loss    {result.loss:.4f}\nppl     {result.ppl:.2f}\ntokens  {result.tokens}\ndocs    {result.docs}")
+
+
+@app.command()
+def chat(source: Path = SOURCE_ARGUMENT,
+         system: Optional[str] = typer.Option(None, "--system", help="system prompt (default: the template's own)"),
+         max_new_tokens: int = typer.Option(SAMPLING.max_new_tokens, "--max-new-tokens", "--max_new_tokens", min=1),
+         temperature: float = typer.Option(SAMPLING.temperature, min=0.0, help="0 = greedy"),
+         top_p: float = typer.Option(SAMPLING.top_p, "--top-p", "--top_p", min=0.0, max=1.0),
+         top_k: int = typer.Option(SAMPLING.top_k, "--top-k", "--top_k", min=0, help="0 = no top-k cut"),
+         repetition_penalty: float = typer.Option(SAMPLING.repetition_penalty, "--repetition-penalty",
+                                                  "--repetition_penalty", min=1.0),
+         seed: Optional[int] = typer.Option(None, help="sampling seed (a repeatable conversation)"),
+         tokenizer: Optional[str] = TOKENIZER_OPTION, n_heads: int = N_HEADS_OPTION, arch: Optional[str] = ARCH_OPTION,
+         device: str = typer.Option("cpu", help="cpu or cuda")) -> None:
+    """Talk to a model (an SFT run is the one that answers): the chat template, replies streamed."""
+    from .chat import COMMANDS, Chat
+
+    try:
+        model, _, family, _, tok = _load(source, n_heads, device, arch, tokenizer)
+        session = Chat(model, tok, SamplingConfig(max_new_tokens, temperature, top_p, top_k, repetition_penalty),
+                       seed, system)
+    except MiniMindError as e:
+        fail(str(e))
+    typer.echo(f"chat with {source} ({family.name}); " + ", ".join(f"{c}: {w}" for c, w in COMMANDS.items())
+               + "; Ctrl-C stops a reply, Ctrl-D leaves")
+    interrupted = {"now": False}
+
+    def on_sigint(_signum, _frame) -> None:
+        interrupted["now"] = True
+
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            typer.echo("")
+            return
+        except KeyboardInterrupt:  # at the prompt: a fresh line, as in a shell
+            typer.echo("")
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/exit":
+            return
+        if text == "/reset":
+            session.reset()
+            typer.echo("(conversation cleared)")
+            continue
+        if text.startswith("/system"):
+            session.reset(system=text[len("/system"):].strip())
+            typer.echo(f"(system prompt {'set' if session.system else 'cleared'}; conversation cleared)")
+            continue
+        interrupted["now"] = False
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            typer.echo("ai> ", nl=False)
+            for piece in session.reply(text, stop=lambda: interrupted["now"]):
+                typer.echo(piece, nl=False)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        typer.echo(" [stopped]" if interrupted["now"] else "")
+
+
 @app.command()
 def convert(source: Path = typer.Argument(..., help="weights file (.pth or .safetensors), classic or MiniMind2"),
             out: Path = typer.Argument(..., help="output file: .pth or .safetensors"),
@@ -357,24 +474,47 @@ def convert(source: Path = typer.Argument(..., help="weights file (.pth or .safe
 
 @app.command()
 def export(source: Path = SOURCE_ARGUMENT,
-           out_dir: Path = typer.Argument(..., help="folder to write the checkpoint into"),
+           out: Path = typer.Argument(..., help="hf: the folder to write into; gguf: the .gguf file to write"),
            format: str = typer.Option("hf", "--format", help="hf: a Hugging Face checkpoint (classic as Llama, "
-                                      "MiniMind-3 as Qwen3 / Qwen3-MoE)"),
+                                      "MiniMind-3 as Qwen3 / Qwen3-MoE); gguf: one file llama.cpp runs (classic as "
+                                      "llama, MiniMind-3 as qwen3 / qwen3moe)"),
+           outtype: Optional[str] = typer.Option(None, "--outtype", help="gguf weights: f32 (default) or f16 "
+                                                 "(matrices in f16, norms in f32)"),
            n_heads: int = N_HEADS_OPTION, arch: Optional[str] = ARCH_OPTION,
            tokenizer: Optional[str] = TOKENIZER_OPTION) -> None:
-    """Export a model as a Hugging Face checkpoint (config.json, model.safetensors, tokenizer)."""
-    from .interop import export_hf
+    """Export a model as a Hugging Face checkpoint (config.json, model.safetensors, tokenizer) or a GGUF file."""
     from .models.shared import model_state
 
-    if format != "hf":
-        fail(f"--format {format!r} is not supported: use hf")
+    if format not in ("hf", "gguf"):
+        fail(f"--format {format!r} is not supported: use hf or gguf")
+    if format == "hf" and outtype is not None:
+        fail("--outtype applies to --format gguf only (the Hugging Face export is float32): drop it or add --format gguf")
+    if format == "gguf":
+        from .gguf_export import OUTTYPES, export_gguf
+
+        if out.suffix != ".gguf":
+            fail(f"{out} does not end in .gguf: --format gguf writes one file, name it e.g. {out.with_suffix('.gguf')}")
+        if out.is_dir():
+            fail(f"{out} is a folder: give the path of the .gguf file to write")
+        if (outtype or "f32") not in OUTTYPES:
+            fail(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
     try:
         model, _, family, folder, tok = _load(source, n_heads, "cpu", arch, tokenizer)
-        export_hf(family, model.config, model_state(model), tok, out_dir, folder)
+        if format == "gguf":
+            summary = export_gguf(family, model.config, model_state(model), tok, out, outtype or "f32", folder)
+        else:
+            from .interop import export_hf
+
+            export_hf(family, model.config, model_state(model), tok, out, folder)
     except MiniMindError as e:
         fail(str(e))
-    typer.echo(f"exported {source} to {out_dir}: load it with transformers.AutoModelForCausalLM.from_pretrained"
-               f"({str(out_dir)!r})")
+    if format == "gguf":
+        typer.echo(f"exported {source} to {out} (llama.cpp architecture {summary.arch}, {summary.outtype}, "
+                   f"{summary.n_tensors} tensors, {summary.size / 1e6:.1f} MB): run it with llama.cpp, e.g. "
+                   f"llama-cli -m {out}")
+    else:
+        typer.echo(f"exported {source} to {out}: load it with transformers.AutoModelForCausalLM.from_pretrained"
+                   f"({str(out)!r})")
 
 
 @tokenizer_app.command("train")

@@ -36,6 +36,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 ON_NAN = ("pause", "stop")
 TRACKERS = ("none", "tensorboard", "wandb", "swanlab")
 ModelConfig = typing.Union[LMConfig, MiniMind3Config]  # one config class per family
+# Settings that belong to the stage: a new stage never inherits them (its data has another format; its
+# weights must not overwrite the previous stage's).
+STAGE_OWNED = ("data_path", "save_weight", "from_weight", "init_from")
 # Other spellings of training settings (MiniMind-3's trainer flags).
 TRAIN_ALIASES = {"use_compile": "compile"}
 
@@ -53,7 +56,11 @@ class TrainConfig:
     num_workers: int = setting(1, "DataLoader worker processes (0 = load in the training process)", "data", resume=True)
     shuffle: bool = setting(False, "shuffle documents each epoch (seeded; the seed notebook does not)", "data")
     packing: bool = setting(False, "concatenate documents (eos-separated) into full rows: no padding waste "
-                         "(MiniMind pads each document)", "data")
+                            "(MiniMind pads each document)", "data")
+    add_system_ratio: float = setting(0.0, "SFT: share of conversations without a system turn that get one of "
+                                      "MiniMind-3's system prompts (its default 0.2)", "data")
+    empty_think_ratio: float = setting(1.0, "SFT: chance that a conversation keeps its empty <think> blocks "
+                                       "(MiniMind-3's default 0.2; the rest lose them)", "data")
     epochs: int = setting(5, "passes over the corpus", "optimisation")
     batch_size: int = setting(2, "sequences per micro-batch", "optimisation")
     learning_rate: float = setting(5e-4, "peak learning rate (cosine decay to lr/10)", "optimisation")
@@ -75,6 +82,16 @@ class TrainConfig:
                                "(none = from scratch)", "checkpoints")
     resume_every_s: float = setting(60.0, "at most one exact-resume save per this many seconds at weight saves "
                                  "(always at stop, save-now and the end)", "checkpoints", resume=True)
+    eval_data: Optional[str] = setting(None, "held-out JSONL in the training format, evaluated as it trains "
+                                       "(eval loss and perplexity)", "eval", resume=True)
+    eval_split: float = setting(0.0, "hold out this fraction of the training documents instead (seeded, the same on "
+                                "resume; 0 = off)", "eval")
+    eval_interval: int = setting(0, "evaluate every N optimizer steps, and once at the end (0 = only at the end)",
+                                 "eval", resume=True)
+    eval_max_batches: int = setting(0, "evaluate at most this many batches (0 = the whole held-out set)", "eval",
+                                    resume=True)
+    save_best: bool = setting(False, "also keep {save_weight}_{width}[_moe]_best.pth: the weights of the best eval "
+                              "loss so far", "eval", resume=True)
     nproc: int = setting(1, "training processes on this machine (>1 launches torchrun: one per GPU, or CPU "
                       "processes with gloo)", "run", resume=True)
     log_interval: int = setting(1, "print and record metrics every N steps", "run", resume=True)
@@ -88,7 +105,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         coerce_fields(self)
         require_positive(self, "epochs", "batch_size", "accumulation_steps", "log_interval", "nproc")
-        require_non_negative(self, "num_workers", "warmup_iters", "save_interval", "grad_clip", "resume_every_s")
+        require_non_negative(self, "num_workers", "warmup_iters", "save_interval", "grad_clip", "resume_every_s",
+                             "eval_interval", "eval_max_batches")
+        if not 0.0 <= self.eval_split < 1.0:
+            raise ConfigError("eval_split", f"must be in [0, 1), got {self.eval_split}")
+        if self.eval_data and self.eval_split > 0:
+            raise ConfigError("eval_split", "conflicts with --eval_data: hold out a split or give a file, not both")
+        if self.save_best and not self.evaluates:
+            raise ConfigError("save_best", "needs an evaluation: give --eval_data or --eval_split")
+        for name in ("add_system_ratio", "empty_think_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(name, f"must be between 0 and 1, got {getattr(self, name)}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigError("learning_rate", f"must be a positive number, got {self.learning_rate}")
         if not math.isfinite(self.grad_clip):
@@ -112,6 +139,10 @@ class TrainConfig:
             raise ConfigError("from_weight", "conflicts with --init-from: give one of them")
         if self.run_name is not None and not re.fullmatch(r"[\w.\-]+", self.run_name):
             raise ConfigError("run_name", f"{self.run_name!r} must be a plain folder name (letters, digits, _ . -)")
+
+    @property
+    def evaluates(self) -> bool:
+        return bool(self.eval_data) or self.eval_split > 0
 
 
 def effective_tracker(train: "TrainConfig") -> str:
@@ -145,6 +176,7 @@ class RunConfig:
         if self.model.max_seq_len < 2:
             raise ConfigError("max_seq_len", f"must be at least 2 to train (X and Y are shifted by one), "
                               f"got {self.model.max_seq_len}")
+        self.stage.check(self)
 
     @property
     def family(self) -> Family:
@@ -170,7 +202,10 @@ class RunConfig:
         family = _family(arch)
         _stage(stage)
         merged = defaults_for(arch, stage)
-        merged.update(_own_names(family, values))
+        given = _own_names(family, values)
+        if given.get("init_from") and "from_weight" not in given:  # --init-from replaces the default start
+            merged["from_weight"] = "none"
+        merged.update(given)
         model_names = family.model_fields()
         model = {k: v for k, v in merged.items() if k in model_names}
         train = {k: v for k, v in merged.items() if k in TRAIN_FIELDS}
@@ -186,6 +221,10 @@ class RunConfig:
             current = {k: v for k, v in current.items() if v != old.get(k)}
             if arch != self.train.arch:
                 current = {k: v for k, v in current.items() if k in TRAIN_FIELDS}
+            if stage != self.train.stage:  # another stage reads other data and writes other weights
+                current = {k: v for k, v in current.items() if k not in STAGE_OWNED}
+        if changes.get("init_from") and "from_weight" not in changes:
+            current.pop("from_weight", None)  # the new start replaces the old one
         return RunConfig.from_flat({**current, **_own_names(_family(arch), changes)})
 
     @classmethod
@@ -256,7 +295,8 @@ def _own_names(family: Family, values: dict) -> dict:
 # Form groups in display order, with their titles (the CLI's help panels use the keys).
 GROUPS = {
     "family": "Model family and stage", "model": "Model", "moe": "Mixture of experts", "data": "Data",
-    "optimisation": "Optimisation", "precision": "Device and precision", "checkpoints": "Checkpoints", "run": "Run",
+    "optimisation": "Optimisation", "precision": "Device and precision", "checkpoints": "Checkpoints",
+    "eval": "Held-out evaluation", "run": "Run",
 }
 # Settings a resumed run may change: declared beside each field (resume=True).
 RESUME_OVERRIDABLE = frozenset(name for name, f in {**MODEL_FIELDS, **TRAIN_FIELDS}.items() if f.metadata["resume"])

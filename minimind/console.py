@@ -8,7 +8,8 @@ from typing import Optional, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from .events import Alert, CheckpointSaved, EventHandler, RunEnded, RunStarted, RunState, StateChanged, StepLogged
+from .events import (Alert, CheckpointSaved, EvalDone, EventHandler, RunEnded, RunStarted, RunState, StateChanged,
+                     StepLogged)
 from .formatting import resume_command
 
 
@@ -57,6 +58,9 @@ class ConsolePrinter(EventHandler):
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=e.global_step,
                                   description=f"loss {e.loss:.4f}  {e.tokens_per_s:,.0f} tok/s")
+
+    def on_eval_done(self, e: EvalDone) -> None:
+        self._print(f"eval: step {e.global_step}, loss {e.eval_loss:.4f}, ppl {e.eval_ppl:.2f}")
 
     def on_checkpoint_saved(self, e: CheckpointSaved) -> None:
         if e.kind == "weights":

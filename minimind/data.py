@@ -89,14 +89,18 @@ def index_lines(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return starts_all[keep], ends_all[keep], line_numbers[keep]
 
 
-class JsonlTexts:
-    """Random access to the "text" of each line of a JSONL file, errors naming file and line."""
+class JsonlFile:
+    """Random access to the JSON object on each non-blank line of a file, errors naming file and line.
+    Subclasses say what each object must hold (`item`)."""
+
+    example = '{"text": "..."}'  # what a line looks like, for error messages
+    key = "text"  # the field every line must have
 
     def __init__(self, path: str | os.PathLike):
         self.path = check_data_file(path)
         self.starts, self.ends, self.line_numbers = index_lines(self.path)
         if len(self.starts) == 0:
-            raise DataError(f"data file {self.path} has only blank lines: add lines like {{\"text\": \"...\"}}")
+            raise DataError(f"data file {self.path} has only blank lines: add lines like {self.example}")
         self._fd: Optional[int] = None
         self._fd_pid: Optional[int] = None
 
@@ -116,32 +120,56 @@ class JsonlTexts:
         if fd is not None and self._fd_pid == os.getpid():
             os.close(fd)
 
-    def text(self, index: int) -> str:
+    def where(self, index: int) -> str:
+        return f"{self.path}:{int(self.line_numbers[index])}"
+
+    def record(self, index: int) -> dict:
         start, end = int(self.starts[index]), int(self.ends[index])
-        where = f"{self.path}:{int(self.line_numbers[index])}"
         raw = os.pread(self._file(), end - start, start)
         if start == 0 and raw.startswith(_BOM):
             raw = raw[len(_BOM):]
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise DataError(f"{where}: not valid UTF-8 (byte {e.start}): re-save the file as UTF-8") from None
+            raise DataError(f"{self.where(index)}: not valid UTF-8 (byte {e.start}): re-save the file as UTF-8") from None
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno}): each line must be one "
-                            "object like {\"text\": \"...\"}") from None
-        if not isinstance(obj, dict) or "text" not in obj:
-            raise DataError(f"{where}: no \"text\" field: each line must be an object like {{\"text\": \"...\"}}")
-        if not isinstance(obj["text"], str):
-            raise DataError(f"{where}: \"text\" is a {type(obj['text']).__name__}, not a string: "
+            raise DataError(f"{self.where(index)}: malformed JSON ({e.msg} at column {e.colno}): each line must be "
+                            f"one object like {self.example}") from None
+        if not isinstance(obj, dict) or self.key not in obj:
+            raise DataError(f"{self.where(index)}: no \"{self.key}\" field: each line must be an object like "
+                            f"{self.example}")
+        return obj
+
+    def string(self, index: int, value: object, name: str) -> str:
+        """`value` as a string that a tokenizer can take, or a DataError naming the line and the field."""
+        if not isinstance(value, str):
+            raise DataError(f"{self.where(index)}: {name} is a {type(value).__name__}, not a string: "
                             "quote it as a JSON string")
-        return obj["text"]
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # valid JSON ("\ud800") but not text: a lone UTF-16 surrogate
+            raise DataError(f"{self.where(index)}: {name} holds a lone UTF-16 surrogate ({value[e.start]!r} at "
+                            f"character {e.start}): it is not text; fix or drop the line") from None
+        return value
+
+    def item(self, index: int) -> object:
+        raise NotImplementedError
 
     def validate(self, limit: Optional[int] = None) -> None:
         """Read and check every line (or the first `limit`), raising the first problem found."""
         for i in range(len(self) if limit is None else min(limit, len(self))):
-            self.text(i)
+            self.item(i)
+
+
+class JsonlTexts(JsonlFile):
+    """Pretraining text: `{"text": ...}` per line."""
+
+    def text(self, index: int) -> str:
+        return self.string(index, self.record(index)["text"], '"text"')
+
+    item = text
 
 
 DOCUMENT_ROWS = ("whole", "wrapped")
@@ -217,8 +245,8 @@ class PretrainDataset(Dataset):
             return None
         return enc.ids[:n] if words[n - 1] < words[-1] - 1 else None
 
-    def __getitem__(self, index: int):
-        ids = torch.tensor(self.encode(self.texts.text(index)), dtype=torch.long)
+    def __getitem__(self, key: int):
+        ids = torch.tensor(self.encode(self.texts.text(key % len(self))), dtype=torch.long)
         mask = (ids != self.pad_id).long()
         return ids[:-1], ids[1:], mask[1:]
 
@@ -243,6 +271,7 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         self.epoch, self.start = epoch, min(start, self.size)
 
     def order(self) -> list[int]:
+        """This rank's rows of the rest of the epoch, in order."""
         if self.shuffle:  # MiniMind-3's order: torch.manual_seed(seed + epoch); torch.randperm(size)
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             indices = torch.randperm(self.size, generator=g).tolist()
@@ -253,7 +282,9 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         return rest[self.rank::self.world_size]
 
     def __iter__(self):
-        return iter(self.order())
+        # Each key names its row and its epoch (epoch * size + row): a dataset that draws per-row
+        # randomness (SFT's system prompts) gets the same draws in any worker and after a resume.
+        return iter(self.epoch * self.size + i for i in self.order())
 
     def __len__(self) -> int:
         return self.per_rank(self.size - self.start, self.world_size)
@@ -265,7 +296,7 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
 # ---- packing: documents concatenated into full rows ------------------------------------------------
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: a second file holds where each document ends
 
 
 def default_cache_dir() -> Path:
@@ -278,7 +309,8 @@ def default_cache_dir() -> Path:
 
 class TokenCache:
     """Every document tokenised once (bos + text + eos, no truncation) into one flat memory-mapped
-    array, reused across runs and rebuilt when the corpus file or the tokenizer changes."""
+    array (and where each document ends), reused across runs and rebuilt when the corpus file or the
+    tokenizer changes."""
 
     BATCH = 512  # documents per encode_batch call (the Rust tokenizer parallelises within a batch)
 
@@ -293,14 +325,19 @@ class TokenCache:
         self.key = h.hexdigest()[:16]
         self.dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.uint32
         self.path = self.cache_dir / f"{texts.path.stem}-{self.key}.tokens"
+        self.ends_path = self.path.with_suffix(".ends")
         self.built = False
 
     def load(self) -> np.ndarray:
-        """The token array, building the cache file first if needed."""
-        if not self.path.is_file():
+        """The token array, building the cache files first if needed."""
+        if not (self.path.is_file() and self.ends_path.is_file()):
             self._build()
             self.built = True
         return np.memmap(self.path, dtype=self.dtype, mode="r")
+
+    def document_ends(self) -> np.ndarray:
+        """Where each document's tokens end in the array (exclusive), in file order."""
+        return np.memmap(self.ends_path, dtype=np.int64, mode="r")
 
     def _build(self) -> None:
         try:
@@ -310,6 +347,7 @@ class TokenCache:
                             "set MINIMIND_CACHE to a writable folder") from None
         encoder = PretrainDataset.plain_encoder(self.tokenizer)
         tok = self.tokenizer
+        lengths: list[int] = []
 
         def write(f) -> None:
             for start in range(0, len(self.texts), self.BATCH):
@@ -319,6 +357,7 @@ class TokenCache:
                     ids = [e.ids for e in encoder.encode_batch(docs)]
                 else:
                     ids = tok(docs).input_ids
+                lengths.extend(len(x) for x in ids)
                 f.write(np.concatenate([np.asarray(x, dtype=self.dtype) for x in ids]).tobytes())
 
         # Let the Rust tokenizer use every core while building (DataLoader workers fork later,
@@ -327,6 +366,7 @@ class TokenCache:
         os.environ["TOKENIZERS_PARALLELISM"] = "true"
         try:
             atomic_write(self.path, write)
+            atomic_write(self.ends_path, lambda f: f.write(np.cumsum(lengths, dtype=np.int64).tobytes()))
         finally:
             os.environ["TOKENIZERS_PARALLELISM"] = previous if previous is not None else "false"
 
@@ -352,22 +392,56 @@ class PackedDataset(Dataset):
     """Rows of max_length tokens cut from the concatenated documents (each ends with eos), no padding.
 
     Consecutive rows overlap by one token, so every token after the first is a target exactly once;
-    only the final row may be short (padded, its padding masked out).
+    only the final row may be short (padded, its padding masked out). With `ends` (each document's
+    end in `tokens`) and `documents` (which of them, in order), rows are cut from those documents only:
+    a held-out split never leaks into the training rows.
     """
 
-    def __init__(self, tokens: np.ndarray, max_length: int, pad_id: int):
+    def __init__(self, tokens: np.ndarray, max_length: int, pad_id: int, ends: Optional[np.ndarray] = None,
+                 documents: Optional[np.ndarray] = None):
         if max_length < 2:
             raise DataError(f"max_length must be at least 2, got {max_length}")
         self.tokens, self.max_length, self.pad_id = tokens, max_length, pad_id
+        self.ends = ends
         self.stride = max_length - 1
-        self.n_targets = max(len(tokens) - 1, 0)
+        self.spans: Optional[tuple[np.ndarray, np.ndarray]] = None  # (starts in tokens, cumulative lengths)
+        total = len(tokens)
+        if documents is not None:
+            if ends is None:
+                raise ValueError("choosing documents needs their ends")
+            doc_ends = np.asarray(ends)[documents]
+            doc_starts = np.where(documents > 0, np.asarray(ends)[np.maximum(documents - 1, 0)], 0)
+            self.spans = (doc_starts, np.concatenate(([0], np.cumsum(doc_ends - doc_starts))))
+            total = int(self.spans[1][-1])
+        self.n_targets = max(total - 1, 0)
+
+    def select(self, documents: np.ndarray) -> "PackedDataset":
+        """The same packing over only these documents (file order indices)."""
+        return PackedDataset(self.tokens, self.max_length, self.pad_id, self.ends, np.asarray(documents, dtype=np.int64))
 
     def __len__(self) -> int:
         return -(-self.n_targets // self.stride)
 
-    def __getitem__(self, index: int):
-        start = index * self.stride
-        chunk = torch.from_numpy(self.tokens[start:start + self.max_length].astype(np.int64))
+    def _tokens(self, start: int, stop: int) -> np.ndarray:
+        """Tokens [start, stop) of the (chosen documents') concatenation."""
+        if self.spans is None:
+            return self.tokens[start:stop]
+        doc_starts, cumulative = self.spans
+        stop = min(stop, int(cumulative[-1]))
+        pieces = []
+        doc = int(np.searchsorted(cumulative, start, side="right")) - 1
+        while start < stop:
+            offset = start - int(cumulative[doc])
+            take = min(stop - start, int(cumulative[doc + 1]) - start)
+            begin = int(doc_starts[doc]) + offset
+            pieces.append(self.tokens[begin:begin + take])
+            start += take
+            doc += 1
+        return np.concatenate(pieces) if pieces else self.tokens[:0]
+
+    def __getitem__(self, key: int):
+        start = (key % len(self)) * self.stride
+        chunk = torch.from_numpy(self._tokens(start, start + self.max_length).astype(np.int64))
         real = len(chunk) - 1
         if len(chunk) < self.max_length:
             chunk = torch.cat([chunk, chunk.new_full((self.max_length - len(chunk),), self.pad_id)])
@@ -381,6 +455,11 @@ class PackedDataset(Dataset):
 VALIDATE_ALL_BELOW = 64 << 20  # corpora smaller than this are checked line by line before training
 
 
+def validation_limit(source: JsonlFile) -> Optional[int]:
+    """How many lines to check before training: all of a small corpus, the first 1000 of a big one."""
+    return None if source.path.stat().st_size < VALIDATE_ALL_BELOW else 1000
+
+
 class Rows(Protocol):
     """What a DataLoader reads: indexable (X, Y, loss_mask) rows with a length."""
 
@@ -389,17 +468,53 @@ class Rows(Protocol):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
+class SubsetRows:
+    """Some lines' rows of a one-row-per-line dataset, keeping keys' epochs (epoch * size + row)."""
+
+    def __init__(self, rows: Rows, lines: np.ndarray):
+        self.rows, self.lines = rows, np.asarray(lines, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, key: int):
+        epoch, i = divmod(key, len(self.lines))
+        return self.rows[epoch * len(self.rows) + int(self.lines[i])]
+
+
 @dataclass
 class TrainingSet:
-    """A corpus ready for a DataLoader: its documents and the rows cut from them."""
+    """A corpus ready for a DataLoader: its lines and the rows built from them."""
 
-    documents: PretrainDataset  # one padded row per document (MiniMind's PretrainDataset)
-    rows: Rows  # what the loader reads: `documents` itself, or packed rows
-    note: Optional[str] = None  # one line worth telling (how packing went)
+    source: JsonlFile  # the corpus, one document or conversation per line
+    rows: Rows  # what the loader reads: one row per line, or packed rows
+    note: Optional[str] = None  # one line worth telling (how packing went, rows that teach nothing)
+    lines: Optional[np.ndarray] = None  # the lines in use, when not all of them (a held-out split)
 
     @property
     def path(self) -> Path:
-        return self.documents.path
+        return self.source.path
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.source) if self.lines is None else len(self.lines)
+
+    def select(self, lines: np.ndarray) -> "TrainingSet":
+        """This set over only these lines (file order indices)."""
+        rows = self.rows.select(lines) if isinstance(self.rows, PackedDataset) else SubsetRows(self.rows, lines)
+        return TrainingSet(self.source, rows, self.note, np.asarray(lines, dtype=np.int64))
+
+
+def split_lines(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training lines, held-out lines) by a seeded shuffle of the line indices: the same every time
+    for the same corpus, fraction and seed (so also on resume), each part in file order."""
+    held = round(n * fraction)
+    if held < 1:
+        raise DataError(f"eval_split {fraction} of {n} documents holds out none: raise --eval_split or use --eval_data")
+    if held >= n:
+        raise DataError(f"eval_split {fraction} of {n} documents leaves no training document: lower --eval_split")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    return np.sort(order[held:]), np.sort(order[:held])
 
 
 def build_training_set(path: str | os.PathLike, tokenizer, max_seq_len: int, packing: bool,
@@ -407,13 +522,13 @@ def build_training_set(path: str | os.PathLike, tokenizer, max_seq_len: int, pac
     """Check and index a corpus and build its rows; raise DataError before any work."""
     documents = PretrainDataset(resolve_data_path(path), tokenizer, max_seq_len, rows)
     texts = documents.texts
-    texts.validate(None if texts.path.stat().st_size < VALIDATE_ALL_BELOW else 1000)
+    texts.validate(validation_limit(texts))
     if not packing:
-        return TrainingSet(documents, documents)
+        return TrainingSet(texts, documents)
     started = time.perf_counter()
     cache = TokenCache(texts, tokenizer)
     tokens = cache.load()
-    packed = PackedDataset(tokens, max_seq_len, tokenizer.pad_token_id)
+    packed = PackedDataset(tokens, max_seq_len, tokenizer.pad_token_id, cache.document_ends())
     how = f"built in {time.perf_counter() - started:.1f} s" if cache.built else "reused"
-    return TrainingSet(documents, packed, f"packing: {len(tokens):,} tokens into {len(packed)} rows of {max_seq_len} "
+    return TrainingSet(texts, packed, f"packing: {len(tokens):,} tokens into {len(packed)} rows of {max_seq_len} "
                                           f"(token cache {how}: {cache.path})")

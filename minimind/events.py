@@ -193,3 +193,16 @@ class RunEnded(Event):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", RunState.parse(self.status))
+
+
+@dataclass(frozen=True)
+class EvalDone(Event):
+    """One evaluation on the held-out rows: the token-weighted mean cross-entropy over every real target."""
+
+    global_step: int  # micro-steps done when it ran (the axis of the step records and the curve)
+    optimizer_step: int
+    eval_loss: float
+    eval_ppl: float  # exp(eval_loss)
+    eval_tokens: int  # real targets evaluated
+    eval_docs: int  # rows (documents or conversations) evaluated
+    best: bool  # the lowest eval loss of the run so far

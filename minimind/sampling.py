@@ -10,12 +10,10 @@ from .config import SamplingConfig
 
 
 def stream_ids(model: Any, tokenizer: Any, ids: Sequence[int], sampling: SamplingConfig,
-               seed: Optional[int] = None, stop: Optional[Any] = None) -> Iterator[str]:
+               generator: Optional[torch.Generator] = None, stop: Optional[Any] = None) -> Iterator[str]:
     """Decoded text pieces as tokens are sampled after `ids`, until eos or max_new_tokens; `stop()`
     returning True ends it early (a Ctrl-C in a chat). A piece is yielded once its bytes form whole
     characters."""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     produced: list[int] = []
     shown = ""
     for token in model.generate_stream([list(ids)], max_new_tokens=sampling.max_new_tokens,
@@ -37,4 +35,6 @@ def stream_text(model: Any, tokenizer: Any, prompt: str, sampling: SamplingConfi
                 seed: Optional[int] = None) -> Iterator[str]:
     """Text pieces continuing `prompt` (bos prepended, as the pretraining rows begin)."""
     ids = tokenizer(f"{tokenizer.bos_token}{prompt}", add_special_tokens=False).input_ids
-    return stream_ids(model, tokenizer, ids, sampling, seed)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    return stream_ids(model, tokenizer, ids, sampling, generator)

@@ -34,6 +34,7 @@ from .screens.run_detail import RunDetailScreen
 from .screens.sample import SampleScreen
 from .screens.text_dialog import TextScreen
 from .sessions import AttachedSession, Session, SessionKind, ThreadSession, launch_new_run, launch_resume
+from .widgets.chat_view import ChatView
 from .widgets.config_form import ConfigForm
 from .widgets.runs_view import RunsView
 from .widgets.status_bar import StatusBar
@@ -88,6 +89,7 @@ class MiniMindApp(App):
         Binding("1", "tab('config')", "Config", show=False),
         Binding("2", "tab('train')", "Train", show=False),
         Binding("3", "tab('runs')", "Runs", show=False),
+        Binding("4", "tab('chat')", "Chat", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
@@ -121,6 +123,7 @@ class MiniMindApp(App):
         self._form = ConfigForm(self.initial_config, launch=self.initial_launch, id="form")
         self._train_view = TrainView(id="train-view")
         self._runs_view = RunsView(self.initial_config.train.save_dir, id="runs-view")
+        self._chat_view = ChatView(id="chat-view")
         yield self._status_bar
         with self._tabs:
             with TabPane("Config", id="config"):
@@ -135,6 +138,8 @@ class MiniMindApp(App):
                 yield self._train_view
             with TabPane("Runs", id="runs"):
                 yield self._runs_view
+            with TabPane("Chat", id="chat"):
+                yield self._chat_view
         yield Footer()
 
     def on_mount(self) -> None:
@@ -321,6 +326,8 @@ class MiniMindApp(App):
         if event.pane.id == "runs":
             self._runs_view.reload()
             self.call_after_refresh(self._runs_view.focus_table)
+        elif event.pane.id == "chat":
+            self.call_after_refresh(self._chat_view.focus_input)
 
     def action_refresh_runs(self) -> None:
         self._runs_view.reload()
@@ -382,21 +389,37 @@ class MiniMindApp(App):
     # ---- runs --------------------------------------------------------------------------------
     def on_runs_view_open(self, message: RunsView.Open) -> None:
         save_dir = self.form_config.train.save_dir if self.form_config else self.initial_config.train.save_dir
+        self.push_screen(RunDetailScreen(message.path, save_dir), self._run_detail_action)
 
-        def act(result) -> None:
-            if not result:
-                return
-            what, path = result
-            if what == "sample":
-                self.push_screen(SampleScreen(path))
-            elif self.active:
-                self.notify("a run is already active: stop it first", severity="warning")
-            elif what == "attach":
-                self._begin(self._make_session("attach", run_dir=path))
-            elif what == "resume":
-                self._begin(self._make_session(f"resume-{self._form.launch_mode}", run_dir=path))
+    def _run_detail_action(self, result: Optional[tuple[str, Path]]) -> None:
+        """What a run's detail screen was left with: sample, chat, fine-tune, attach or resume."""
+        if not result:
+            return
+        what, path = result
+        if what == "sample":
+            self.push_screen(SampleScreen(path))
+        elif what == "chat":
+            self._tabs.active = "chat"
+            self._chat_view.open(path)
+        elif what == "finetune":
+            self._fine_tune_from(path)
+        elif self.active:
+            self.notify("a run is already active: stop it first", severity="warning")
+        elif what == "attach":
+            self._begin(self._make_session("attach", run_dir=path))
+        elif what == "resume":
+            self._begin(self._make_session(f"resume-{self._form.launch_mode}", run_dir=path))
 
-        self.push_screen(RunDetailScreen(message.path, save_dir), act)
+    def _fine_tune_from(self, run_dir: Path) -> None:
+        """The form set to fine-tune this run's model: stage sft, its weights, its model settings."""
+        try:
+            config = RunConfig.from_dict(RunStore.open(run_dir).read_config())
+            self._form.set_config(config.replace(stage="sft", init_from=str(run_dir), run_name=None))
+        except MiniMindError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        self._tabs.active = "config"
+        self.notify(f"fine-tuning from {run_dir.name}: check the data and press s", timeout=5)
 
     # ---- quitting ----------------------------------------------------------------------------
     async def action_quit(self) -> None:

@@ -37,3 +37,11 @@ class SampleText(Message):
     def __init__(self, text: str = "", done: bool = False, error: str | None = None) -> None:
         super().__init__()
         self.text, self.done, self.error = text, done, error
+
+
+class ChatLoaded(Message):
+    """A model for the Chat tab finished loading (chat is None when it failed; description says why)."""
+
+    def __init__(self, chat, description: str) -> None:
+        super().__init__()
+        self.chat, self.description = chat, description

@@ -142,9 +142,11 @@ def test_command_for_reproduces_every_setting(arch):
         changes.update(hidden_size=64, num_attention_heads=4, num_key_value_heads=1, max_seq_len=64,
                        intermediate_size=128, num_experts=3, num_experts_per_tok=2, moe_intermediate_size=96)
     changes.update(dropout=0.25, tracker="wandb", use_wandb=True, device="cpu", dtype="float32", run_name="a-run",
-                   data_path="some file.jsonl", wandb_project="p q", init_from=None, from_weight="pre-trained")
+                   data_path="some file.jsonl", wandb_project="p q", init_from=None, from_weight="pre-trained",
+                   eval_data=None, eval_split=0.25)
     config = RunConfig.from_flat({"arch": arch, **changes})
-    assert [s.name for s in specs if config.flat()[s.name] == base[s.name]] == ["init_from"]  # every other differs
+    # every setting differs but the two that exclude another (init_from / from_weight, eval_data / eval_split)
+    assert [s.name for s in specs if config.flat()[s.name] == base[s.name]] == ["init_from", "eval_data"]
     words = shlex.split(command_for(config))
     assert words[:2] == ["minimind", "train"] and (arch == "classic") == ("--arch" not in words)
     command = typer.main.get_command(app).commands["train"]

@@ -93,9 +93,11 @@ def final_weights(tmp_path: Path, name: str) -> dict:
 
 @pytest.mark.slow
 def test_two_processes_match_one_on_the_same_global_batch_and_resume(tmp_path):
-    # one process, batch 4  vs  two processes (torchrun, gloo), batch 2 each
-    run(train_args(tmp_path, "--epochs", "2", "--batch_size", "4", "--run-name", "single"))
-    out = run(train_args(tmp_path, "--epochs", "2", "--batch_size", "2", "--nproc", "2", "--run-name", "ddp"))
+    # one process, batch 4  vs  two processes (torchrun, gloo), batch 2 each; both evaluate 11 held-out
+    # documents (uneven over 2 ranks) every 3 optimizer steps
+    held = ["--eval_data", str(tiny_corpus(tmp_path, 11, "held.jsonl")), "--eval_interval", "3"]
+    run(train_args(tmp_path, "--epochs", "2", "--batch_size", "4", "--run-name", "single", *held))
+    out = run(train_args(tmp_path, "--epochs", "2", "--batch_size", "2", "--nproc", "2", "--run-name", "ddp", *held))
     assert out.stdout.count("Epoch:[1/2](1/") == 1  # rank 0 alone prints
     assert "world size 2" in out.stdout
     single, ddp = metrics(tmp_path, "single"), metrics(tmp_path, "ddp")
@@ -106,6 +108,11 @@ def test_two_processes_match_one_on_the_same_global_batch_and_resume(tmp_path):
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
     assert json.loads((tmp_path / "out" / "runs" / "ddp" / "config.json").read_text())["run"]["world_size"] == 2
     assert not any(k.startswith("module.") for k in w2)  # the DDP wrapper is stripped
+    evals = {name: [(r["global_step"], r["eval_loss"], r["eval_tokens"]) for r in RunStore(
+        tmp_path / "out" / "runs" / name).read_events() if r["event"] == "EvalDone"] for name in ("single", "ddp")}
+    assert len(evals["single"]) == len(evals["ddp"]) >= 3
+    for (s1, l1, t1), (s2, l2, t2) in zip(evals["single"], evals["ddp"]):  # the rows split over ranks, summed
+        assert s1 == s2 and t1 == t2 and abs(l1 - l2) < 1e-5
 
     # interrupted (stop request mid-run) and resumed with 2 processes: same result as uninterrupted
     store = stopped_ddp_run(tmp_path, "ddp-stopped", epochs=2, at_step=4)

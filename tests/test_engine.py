@@ -254,7 +254,7 @@ def test_data_error_mid_run_fails_cleanly(tmp_path):
     config = tiny_config(tmp_path, epochs=1)
     trainer = Trainer(config)
     with open(config.train.data_path, "r+b") as f:  # damage a line after the up-front check
-        f.seek(int(trainer.data.documents.texts.starts[7]))
+        f.seek(int(trainer.data.source.starts[7]))
         f.write(b"XX")
     ended = trainer.run()
     assert ended.status == "failed" and ":8: malformed JSON" in ended.error

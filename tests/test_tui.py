@@ -330,3 +330,50 @@ def test_choosing_the_family_switches_the_form_and_a_minimind3_run_trains(tmp_pa
 
     asyncio.run(scenario())
     assert (tmp_path / "out" / "pretrain_32.pth").is_file()
+
+
+def test_fine_tune_from_a_run_and_chat_with_it_at_80x24(tmp_path):
+    """Run detail -> "Fine-tune from this run" fills the form (stage sft, the run's weights and model);
+    the Chat tab loads a model off the UI thread, streams a reply and stops one with Escape."""
+    from textual.widgets import Button
+
+    from minimind.engine.trainer import Trainer
+    from minimind_tui.screens.run_detail import RunDetailScreen
+
+    config = tiny_config(tmp_path, epochs=1, save_interval=0, run_name="base")
+    base = Trainer(config).run()
+
+    async def scenario():
+        app = make_app(config, launch="thread")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.3)
+            app.push_screen(RunDetailScreen(Path(base.run_dir), config.train.save_dir), app._run_detail_action)
+            await pilot.pause(0.2)
+            app.screen.query_one("#finetune", Button).press()
+            assert await wait_for(pilot, lambda: app.form_config is not None and app.form_config.train.stage == "sft")
+            sft = app.form_config
+            assert sft.train.init_from == base.run_dir and sft.train.from_weight == "none"
+            assert sft.model.dim == 32 and sft.train.data_path == "./toydata/sft_data.jsonl"
+            assert sft.train.save_weight == "full_sft" and app.query_one("#tabs").active == "config"
+
+            await pilot.press("4")
+            chat = app._chat_view
+            source = app.query_one("#chat-source")
+            source.value = base.run_dir
+            source.focus()
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: chat.chat is not None, 60)
+            chat.chat.with_sampling(temperature=0.0, max_new_tokens=100_000)  # a reply that runs on
+            message = app.query_one("#chat-input")
+            message.value = "hello"
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: chat.replying and len(chat.turns[-1][1]) > 5, 60)
+            await pilot.press("escape")
+            assert await wait_for(pilot, lambda: not chat.replying, 30)
+            assert chat.turns[1] == ("you", "hello") and chat.turns[-1] == ("note", "(reply stopped)")
+            assert [m["role"] for m in chat.chat.messages] == ["user", "assistant"]
+            message.value = "/reset"
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: chat.chat.messages == [])
+
+    asyncio.run(scenario())

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from ..config import TRACKERS
 from ..errors import MiniMindError
-from ..events import EventHandler, RunEnded, RunStarted, StepLogged, event_from_record
+from ..events import EvalDone, EventHandler, RunEnded, RunStarted, StepLogged, event_from_record
 from ..storage.atomic import atomic_write_json
 
 INSTALL = {name: f'pip install "minimind-tui[{name}]"' for name in TRACKERS[1:]}
@@ -27,6 +27,10 @@ def scalars(e: StepLogged) -> dict[str, float]:
     """What the seed logs (epoch_time: whole minutes left in the epoch, as its log line) and more."""
     return {"loss": e.loss, "logits_loss": e.logits_loss, "aux_loss": e.aux_loss, "learning_rate": e.lr,
             "epoch_time": e.epoch_eta // 60, "tokens_per_s": e.tokens_per_s, "grad_norm": e.grad_norm}
+
+
+def eval_scalars(e: EvalDone) -> dict[str, float]:
+    return {"eval/loss": e.eval_loss, "eval/ppl": e.eval_ppl}
 
 
 def default_run_name(config: dict) -> str:
@@ -61,6 +65,10 @@ class TensorBoardTracker(EventHandler):
     def on_step_logged(self, event: StepLogged) -> None:
         for key, value in scalars(event).items():
             self.writer.add_scalar(f"train/{key}", value, event.global_step, walltime=event.time)
+
+    def on_eval_done(self, event: EvalDone) -> None:
+        for key, value in eval_scalars(event).items():
+            self.writer.add_scalar(key, value, event.global_step, walltime=event.time)
 
     def on_run_ended(self, event: RunEnded) -> None:
         self.close()
@@ -99,6 +107,10 @@ class _HostedTracker(EventHandler):
     def on_step_logged(self, event: StepLogged) -> None:
         if self.run is not None:
             self.lib.log(scalars(event), step=event.global_step)
+
+    def on_eval_done(self, event: EvalDone) -> None:
+        if self.run is not None:
+            self.lib.log(eval_scalars(event), step=event.global_step)
 
     def on_run_ended(self, event: RunEnded) -> None:
         if self.run is not None:
@@ -145,7 +157,7 @@ def export_tensorboard(store, out_dir: Optional[Path] = None) -> Path:
     tracker = TensorBoardTracker(log_dir)
     for record in store.read_events() + store.read_metrics():
         event = event_from_record(record)
-        if isinstance(event, (RunStarted, StepLogged)):  # not RunEnded: the writer stays open until here
+        if isinstance(event, (RunStarted, StepLogged, EvalDone)):  # not RunEnded: the writer stays open until here
             tracker(event)
     tracker.close()
     return log_dir

@@ -31,9 +31,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..config import RESUME_OVERRIDABLE, RunConfig, effective_tracker
-from ..data import EpochSampler, TrainingSet
+from ..data import EpochSampler, TrainingSet, split_lines
 from ..errors import CheckpointError, MiniMindError
-from ..events import Alert, CheckpointSaved, Event, Observer, RunEnded, RunStarted, RunState, StateChanged, StepLogged
+from ..events import (Alert, CheckpointSaved, EvalDone, Event, Observer, RunEnded, RunStarted, RunState, StateChanged,
+                      StepLogged)
 from ..families import Family
 from ..models.shared import count_parameters
 from ..stages import Stage
@@ -47,6 +48,7 @@ from . import distributed
 from .control import RunControl
 from .distributed import World, current_world
 from .environment import Precision, describe_device, resolve_precision
+from .evaluation import Evaluator
 from .loss import masked_lm_loss
 from .schedule import learning_rate
 from .trackers import make_tracker
@@ -103,7 +105,9 @@ class Trainer:
     # ---- built by __init__ ------------------------------------------------------------------
     precision: Precision
     tokenizer: Any  # a transformers PreTrainedTokenizerFast
-    data: TrainingSet
+    data: TrainingSet  # the training rows
+    eval_data: Optional[TrainingSet]  # held-out rows (--eval_data or --eval_split)
+    evaluator: Optional[Evaluator]
     model: nn.Module
     wrapped: nn.Module  # the model, inside DistributedDataParallel when distributed
     forward: Callable  # `wrapped`, compiled when --compile
@@ -121,6 +125,8 @@ class Trainer:
     # ---- progress ----------------------------------------------------------------------------
     position: Position
     micro_step: int  # micro-steps done in the run (MiniMind's global step)
+    optimizer_step: int  # optimizer steps done in the run (what eval_interval counts)
+    best_eval: Optional[float]  # the lowest held-out loss so far
     lr: float
     meter: _Meter
 
@@ -136,6 +142,9 @@ class Trainer:
         self.resume_dir = Path(resume) if resume else None
         self.notes = []
         self.micro_step = 0
+        self.optimizer_step = 0
+        self.best_eval = None
+        self._evaluated_at = -1
         self.position = Position()
         self.lr = 0.0
         self.meter = _Meter()
@@ -174,8 +183,22 @@ class Trainer:
             raise MiniMindError(f"the tokenizer has {len(self.tokenizer)} tokens but vocab_size is {cfg.vocab_size}: "
                                 f"set --vocab_size {len(self.tokenizer)} or use a smaller tokenizer")
         self.data = self.stage.build_set(self.family, train.data_path, self.tokenizer, cfg.max_seq_len, train)
-        if self.data.note:
-            self.notes.append(self.data.note)
+        self.eval_data: Optional[TrainingSet] = None
+        if train.eval_split > 0:  # the held-out documents are never trained on (the same ones on resume)
+            train_lines, eval_lines = split_lines(len(self.data.source), train.eval_split, train.seed)
+            self.data, self.eval_data = self.data.select(train_lines), self.data.select(eval_lines)
+        elif train.eval_data:
+            self.eval_data = self.stage.build_set(self.family, train.eval_data, self.tokenizer, cfg.max_seq_len, train)
+        for part in (self.data, self.eval_data):
+            if part is not None and part.note and part.note not in self.notes:
+                self.notes.append(part.note)
+        self.evaluator = None if self.eval_data is None else Evaluator(
+            self.eval_data, train.batch_size, self.precision, self.world, train.eval_max_batches)
+        if self.eval_data is not None:
+            self.notes.append(f"held-out evaluation: {self.eval_data.n_docs} docs from {self.eval_data.path}"
+                              + (f" (eval_split {train.eval_split})" if train.eval_split else "")
+                              + (f", every {train.eval_interval} optimizer steps" if train.eval_interval else "")
+                              + " and at the end")
 
     def _initial_weights(self) -> Optional[tuple[dict, str]]:
         """(weights in this family's layout, where from) for --init-from or --from_weight."""
@@ -224,6 +247,8 @@ class Trainer:
         if self.position.epoch >= train.epochs and self.position.samples:
             raise CheckpointError(f"{self.resume_dir} is past its last epoch: the corpus changed since it was saved")
         self.micro_step = self.position.epoch * self.iters + self._micro_steps_at(self.position.samples)
+        self.optimizer_step = resume_state.get("optimizer_step", 0)
+        self.best_eval = resume_state.get("best_eval")
         set_rng_state(resume_state["rng"])
         self._resume_saved_at = self.micro_step
 
@@ -241,7 +266,7 @@ class Trainer:
         remove_stale_temp_files(store.checkpoints_dir)
         store.write_config({**self.config.to_dict(), "run": {
             "run_id": store.run_id, "minimind_version": __version__, "torch_version": torch.__version__,
-            "world_size": self.world.size, "data_path": str(self.data.path), "n_docs": len(self.data.documents),
+            "world_size": self.world.size, "data_path": str(self.data.path), "n_docs": self.data.n_docs,
             "n_params": self.n_params, "created": time.time()}})
         self.control.connect_inbox(store.take_requests)
         tracker = make_tracker(effective_tracker(train), store.path, train.wandb_project,
@@ -272,7 +297,7 @@ class Trainer:
             run_id=self.store.run_id if self.store else "", run_dir=run_dir, config=self.config.to_dict(),
             n_params=self.n_params, model=f"{self.family.name}: {self.family.describe(self.config.model)}",
             device=describe_device(self.precision.device),
-            precision=self.precision.description, data_path=str(self.data.path), n_docs=len(self.data.documents),
+            precision=self.precision.description, data_path=str(self.data.path), n_docs=self.data.n_docs,
             iters_per_epoch=self.iters, total_steps=self.total_steps, start_step=self.micro_step,
             world_size=self.world.size, notes=tuple(notes)))
         self._last_resume_save = time.monotonic()
@@ -330,6 +355,7 @@ class Trainer:
                 if not window_end:
                     continue
                 grad_norm = self._optimizer_step()
+                self.optimizer_step += 1
                 self.position = Position(epoch, min(len(self.data.rows), first + (step - start) * per_micro_step))
                 now = time.perf_counter()
                 elapsed, tick = now - tick, now
@@ -346,10 +372,14 @@ class Trainer:
                         and not self._poisoned:
                     self._save_weights()
                 window = _Window()
+                if train.eval_interval and self.optimizer_step % train.eval_interval == 0:
+                    self._evaluate()
                 if self._handle_control():
                     return True
-                tick = time.perf_counter()  # pauses and saves do not count as training time
+                tick = time.perf_counter()  # pauses, saves and evaluations do not count as training time
             self.position = Position(epoch + 1, 0)
+        if self._evaluated_at != self.micro_step:
+            self._evaluate()  # once at the end
         return False
 
     def _micro_steps_at(self, samples: int) -> int:
@@ -474,6 +504,22 @@ class Trainer:
             return True
         return False
 
+    def _evaluate(self) -> None:
+        if self.evaluator is None:
+            return
+        # The plain model, not the DDP wrapper: ranks may run different numbers of eval batches.
+        result = self.evaluator.run(self.model)
+        self._evaluated_at = self.micro_step
+        best = math.isfinite(result.loss) and (self.best_eval is None or result.loss < self.best_eval)
+        if best:
+            self.best_eval = result.loss
+        self._emit(EvalDone(global_step=self.micro_step, optimizer_step=self.optimizer_step, eval_loss=result.loss,
+                            eval_ppl=result.ppl, eval_tokens=result.tokens, eval_docs=result.docs, best=best))
+        if best and self.config.train.save_best and self.weights_file is not None and not self._poisoned:
+            path = self.weights_file.with_name(f"{self.weights_file.stem}_best.pth")
+            _writing(path, lambda: save_weights(self.model, path))
+            self._emit(CheckpointSaved("best", str(path), self.micro_step))
+
     # ---- checkpoints -----------------------------------------------------------------------------
     def _claim_weights_file(self, store: RunStore) -> Path:
         """MiniMind's {save_dir}/{save_weight}_{width}[_moe].pth, or a copy in the run directory when
@@ -524,6 +570,8 @@ class Trainer:
             "epoch": self.position.epoch,
             "samples": self.position.samples,
             "global_step": self.micro_step,
+            "optimizer_step": self.optimizer_step,
+            "best_eval": self.best_eval,
             "config": self.config.to_dict(),
             "world_size": self.world.size,
             "minimind_version": __version__,

@@ -40,6 +40,9 @@ class Family(abc.ABC):
     # when a text is too long); "wrapped" = bos + tokens(text)[:length - 2] + eos.
     document_rows: ClassVar[str]
     sft_labels: ClassVar[SftLabels]
+    chat_roles: ClassVar[tuple[str, ...]] = ("system", "user", "assistant")  # what its chat template renders
+    sft_system_prompts: ClassVar[tuple[str, ...]] = ()  # drawn into SFT rows with add_system_ratio
+    empty_think: ClassVar[str] = ""  # an empty reasoning block its template writes (kept with empty_think_ratio)
     # An epoch's short last accumulation window divides its losses by "own_length" (the mean: our
     # fix for classic, where MiniMind never applies that window) or by "accumulation_steps" (MiniMind-3).
     short_window_divisor: ClassVar[str]
@@ -85,6 +88,11 @@ class Family(abc.ABC):
     def hf_checkpoint(self, config: Any, state: dict, tokenizer: Any) -> tuple[dict, dict]:
         """(config.json, tensors) of the Hugging Face class that computes what this model computes;
         a CheckpointError (one line) where transformers has none."""
+
+    @abc.abstractmethod
+    def gguf_plan(self, config: Any, state: dict) -> tuple[Any, dict, Any]:
+        """(llama.cpp architecture, tensors under llama.cpp's names, a function writing the
+        hyper-parameters to a GGUFWriter); a CheckpointError (one line) where llama.cpp has none."""
 
     @abc.abstractmethod
     def flops_per_token(self, config: Any, seq_len: int, training: bool = True) -> float:

@@ -149,6 +149,11 @@ class ClassicFamily(Family):
 
         return llama_checkpoint(config, state, tokenizer)
 
+    def gguf_plan(self, config: LMConfig, state: dict) -> tuple[Any, dict, Any]:
+        from ..gguf_export import classic_plan  # torch, gguf
+
+        return classic_plan(config, state)
+
     def flops_per_token(self, config: LMConfig, seq_len: int, training: bool = True) -> float:
         """N counts the weights a token passes through (the tied output head included, norms and the
         embedding lookup excluded; for MoE the top-k routed experts, the shared one and the gate).

@@ -98,6 +98,18 @@ class MiniMind3Family(Family):
     document_rows = "wrapped"
     sft_labels = SftLabels(assistant_marker="<|im_start|>assistant\n", end_marker="<|im_end|>\n", first=0, last=0)
     short_window_divisor = "accumulation_steps"
+    chat_roles = ("system", "user", "assistant", "tool")
+    # MiniMind-3's SFTDataset draws one of these, in this order, into 20% of conversations without one.
+    sft_system_prompts = (
+        "你是一个知识丰富的AI，尽力为用户提供准确的信息。", "你是minimind，一个小巧但有用的语言模型。",
+        "你是一个专业的AI助手，请提供有价值的回答。", "你是minimind，请尽力帮助用户解决问题。",
+        "你是一个可靠的AI，请给出准确的回答。", "You are a helpful AI assistant.",
+        "You are minimind, a lightweight intelligent assistant.",
+        "You are a friendly chatbot. Please answer the user's questions carefully.",
+        "You are a knowledgeable AI. Try your best to provide accurate information.",
+        "You are minimind, a small but useful language model.",
+    )
+    empty_think = "<think>\n\n</think>\n\n"
 
     def lr(self, step: int, total_steps: int, lr: float) -> float:
         return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * step / total_steps)))
@@ -152,6 +164,11 @@ class MiniMind3Family(Family):
         from ..interop import qwen3_checkpoint  # torch, transformers
 
         return qwen3_checkpoint(config, state, tokenizer)
+
+    def gguf_plan(self, config: MiniMind3Config, state: dict) -> tuple[Any, dict, Any]:
+        from ..gguf_export import minimind3_plan  # torch, gguf
+
+        return minimind3_plan(config, state)
 
     def flops_per_token(self, config: MiniMind3Config, seq_len: int, training: bool = True) -> float:
         """N counts the weights a token passes through (the tied head included, norms and the embedding

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .base import Stage
 from .pretrain import PRETRAIN
+from .sft import SFT
 
-STAGES: dict[str, Stage] = {stage.name: stage for stage in (PRETRAIN,)}
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (PRETRAIN, SFT)}
 
 __all__ = ["STAGES", "Stage"]

@@ -22,6 +22,9 @@ class Stage(abc.ABC):
         """Settings (flat: training and model fields) a new run of this stage starts from, over the
         TrainConfig and model-config defaults: MiniMind's script defaults for the family."""
 
+    def check(self, config: Any) -> None:  # noqa: B027 (most stages accept every setting)
+        """Refuse settings that make no sense for this stage (a ConfigError naming the field)."""
+
     @abc.abstractmethod
     def build_set(self, family: Family, path: Any, tokenizer: Any, max_seq_len: int, train: Any) -> Any:
         """The corpus at `path` as a TrainingSet of (X, Y, loss_mask) rows; DataError before any work."""

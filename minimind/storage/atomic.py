@@ -16,21 +16,29 @@ TMP_SUFFIX = ".tmp"
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Call write(f) on a temp file, then atomically put it at `path`. `path` is old or new, never half."""
+    def write_file(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    atomic_write_path(path, write_file)
+
+
+def atomic_write_path(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+    """Call write(tmp) with a temp path beside `path` (for writers that open the file themselves),
+    then fsync it and atomically put it at `path`."""
     path = Path(path)
     # The pid in the name lets a later process tell a dead writer's leftover from a live write.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
+    tmp = Path(name)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 

@@ -15,6 +15,7 @@ JSONL files are appended line by line, so a reader never sees half a record that
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -264,6 +265,8 @@ class RunSummary:
     total_steps: int
     last_loss: Optional[float]
     best_loss: Optional[float]
+    best_eval: Optional[float]  # the lowest held-out loss, if the run evaluates
+    evals: list[tuple[int, float]]  # (global step, eval loss) of every evaluation
     started: Optional[float]
     duration: Optional[float]  # seconds from start to end (or to the last heartbeat)
     checkpoints: dict  # kind -> path
@@ -279,6 +282,10 @@ class RunSummary:
             train = {}
         losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
         finite = [x for x in losses if x == x and abs(x) != float("inf")]
+        evals = [(r["global_step"], r["eval_loss"]) for r in store.read_events()
+                 if r.get("event") == "EvalDone" and isinstance(r.get("global_step"), int)
+                 and isinstance(r.get("eval_loss"), (int, float))]
+        finite_evals = [loss for _, loss in evals if math.isfinite(loss)]
         started = status.get("started")
         end = status.get("ended") or status.get("heartbeat")
         return cls(
@@ -287,6 +294,7 @@ class RunSummary:
             global_step=int(status.get("global_step", metrics[-1]["global_step"] if metrics else 0)),
             total_steps=int(status.get("total_steps", 0)),
             last_loss=losses[-1] if losses else None, best_loss=min(finite) if finite else None,
+            best_eval=min(finite_evals) if finite_evals else None, evals=evals,
             started=started, duration=(end - started) if started and end else None,
             checkpoints={k: v["path"] for k, v in status.get("checkpoints", {}).items()},
             resumable=store.resume_path.is_file(),

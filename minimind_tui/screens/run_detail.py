@@ -20,7 +20,7 @@ from ..widgets.loss_curve import LossCurve
 
 
 class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
-    """Dismisses with ("resume" | "attach" | "sample", run path) or None."""
+    """Dismisses with ("resume" | "attach" | "sample" | "chat" | "finetune", run path) or None."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Back"), Binding("l", "log_scale", "Log-y"),
                 Binding("e", "smoothing", "Smoothing")]
@@ -55,6 +55,8 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
                 yield Button("Resume", id="resume", variant="success",
                              disabled=live or not s.resumable or s.state == RunState.FINISHED)
                 yield Button("Sample text", id="sample")
+                yield Button("Chat", id="chat")
+                yield Button("Fine-tune from this run", id="finetune", disabled=live)
                 yield Select(others, prompt="overlay another run", id="overlay")
                 yield Button("Back", id="back")
 
