@@ -40,6 +40,11 @@ RESUME_OPTION = inspect.Parameter(
     "resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
     default=typer.Option(None, "--resume", help="continue a run exactly: its run directory, or 'auto' for the "
                          "newest unfinished run in save_dir", rich_help_panel="run"))
+ALLOW_CHANGED_DATA_OPTION = inspect.Parameter(
+    "allow_changed_data", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+    default=typer.Option(False, "--allow-changed-data", "--allow_changed_data", help="resume even though the corpus "
+                         "changed since the save (the position is kept in samples; the LR schedule is recomputed)",
+                         rich_help_panel="run"))
 FROM_RESUME_OPTION = inspect.Parameter(
     "from_resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
     default=typer.Option(False, "--from_resume/--no_from_resume", help="MiniMind's spelling (--from_resume 1): "
@@ -48,7 +53,7 @@ FROM_RESUME_OPTION = inspect.Parameter(
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
-@with_options([CONFIG_FILE_OPTION, RESUME_OPTION, FROM_RESUME_OPTION])
+@with_options([CONFIG_FILE_OPTION, RESUME_OPTION, FROM_RESUME_OPTION, ALLOW_CHANGED_DATA_OPTION])
 def train(**values: Any) -> None:
     """Train headless: the seed notebook's loop and log lines, recorded in a run directory."""
     from .console import ConsolePrinter
@@ -77,7 +82,8 @@ def train(**values: Any) -> None:
                     fail(f"no unfinished run with a resume state under {save_dir}/runs: start a new run, "
                          "or pass --save_dir where it was saved")
                 resume = str(found.path)
-            trainer = Trainer(control=RunControl(), resume=resume, overrides=settings)
+            trainer = Trainer(control=RunControl(), resume=resume, overrides=settings,
+                              allow_changed_data=values.get("allow_changed_data", False))
         else:
             trainer = Trainer(build_config(values.get("config"), settings), control=RunControl())
     except MiniMindError as e:
@@ -301,16 +307,27 @@ N_HEADS_OPTION = typer.Option(8, "--n-heads", "--n_heads", help="attention heads
 ARCH_OPTION = typer.Option(None, "--arch", help="family of a bare weights file (default: told by its keys)")
 TOKENIZER_OPTION = typer.Option(None, "--tokenizer", help="tokenizer folder (default: the run's, else the family's "
                                 "shipped one)")
+FORCE_OPTION = typer.Option(False, "--force", help="replace an existing output")
+
+
+def _refuse_existing(out: Path, force: bool) -> None:
+    """Outputs are never replaced by accident: an existing file or a non-empty folder needs --force."""
+    if force:
+        return
+    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+        fail(f"{out} already exists: choose another output, or pass --force to replace it")
 
 
 def _load(source: Path, n_heads: int, device: str, arch: Optional[str], tokenizer: Optional[str]):
     """(model, run config or None, family, tokenizer folder, tokenizer) for the sampling commands."""
+    from .engine.environment import resolve_device
     from .tokenizer import load_tokenizer
     from .weights import load_model
 
     if arch is not None and arch not in FAMILIES:
         fail(f"--arch {arch!r} is not one of {', '.join(FAMILIES)}")
-    model, run_config, family = load_model(source, n_heads=n_heads, device=device, arch=arch)
+    where = resolve_device(device)  # a one-line error for cuda without CUDA, or a device that is no device
+    model, run_config, family = load_model(source, n_heads=n_heads, device=str(where), arch=arch)
     folder = tokenizer or (run_config.train.tokenizer if run_config else None) or family.tokenizer_dir
     return model, run_config, family, folder, load_tokenizer(folder)
 
@@ -452,12 +469,14 @@ def chat(source: Path = SOURCE_ARGUMENT,
 def convert(source: Path = typer.Argument(..., help="weights file (.pth or .safetensors), classic or MiniMind2"),
             out: Path = typer.Argument(..., help="output file: .pth or .safetensors"),
             to: str = typer.Option(..., "--to", help="classic or minimind2"),
-            n_heads: int = typer.Option(8, "--n-heads", "--n_heads", help="attention heads (RoPE works per head)")) -> None:
+            n_heads: int = typer.Option(8, "--n-heads", "--n_heads", help="attention heads (RoPE works per head)"),
+            force: bool = FORCE_OPTION) -> None:
     """Convert weights between MiniMind classic and MiniMind2 (Hugging Face style keys, rotate-half RoPE)."""
     from .interop import classic_to_minimind2, detect_layout, load_state, save_state, to_classic
 
     if to not in ("classic", "minimind2"):
         fail(f"--to {to!r} is not classic or minimind2")
+    _refuse_existing(out, force)
     try:
         state = load_state(source)
         layout = detect_layout(state)
@@ -469,6 +488,8 @@ def convert(source: Path = typer.Argument(..., help="weights file (.pth or .safe
         save_state(result, out)
     except MiniMindError as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {out} ({e.strerror or e}): choose a writable place with free space")
     typer.echo(f"{source} ({layout}) -> {out} ({to}, {len(result)} tensors)")
 
 
@@ -481,7 +502,7 @@ def export(source: Path = SOURCE_ARGUMENT,
            outtype: Optional[str] = typer.Option(None, "--outtype", help="gguf weights: f32 (default) or f16 "
                                                  "(matrices in f16, norms in f32)"),
            n_heads: int = N_HEADS_OPTION, arch: Optional[str] = ARCH_OPTION,
-           tokenizer: Optional[str] = TOKENIZER_OPTION) -> None:
+           tokenizer: Optional[str] = TOKENIZER_OPTION, force: bool = FORCE_OPTION) -> None:
     """Export a model as a Hugging Face checkpoint (config.json, model.safetensors, tokenizer) or a GGUF file."""
     from .models.shared import model_state
 
@@ -498,6 +519,7 @@ def export(source: Path = SOURCE_ARGUMENT,
             fail(f"{out} is a folder: give the path of the .gguf file to write")
         if (outtype or "f32") not in OUTTYPES:
             fail(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
+    _refuse_existing(out, force)
     try:
         model, _, family, folder, tok = _load(source, n_heads, "cpu", arch, tokenizer)
         if format == "gguf":
@@ -508,6 +530,8 @@ def export(source: Path = SOURCE_ARGUMENT,
             export_hf(family, model.config, model_state(model), tok, out, folder)
     except MiniMindError as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {out} ({e.strerror or e}): choose a writable place with free space")
     if format == "gguf":
         typer.echo(f"exported {source} to {out} (llama.cpp architecture {summary.arch}, {summary.outtype}, "
                    f"{summary.n_tensors} tensors, {summary.size / 1e6:.1f} MB): run it with llama.cpp, e.g. "
@@ -523,19 +547,28 @@ def tokenizer_train(data: Path = typer.Option(..., "--data", help="JSONL corpus 
                     arch: str = typer.Option("classic", "--arch", help="layout: classic (<unk>=pad, <s>, </s>) or "
                                              "minimind3 (<|endoftext|>=pad, <|im_start|>, <|im_end|>, think and "
                                              "tool tags, MiniMind-3's chat template)"),
-                    out: Path = typer.Option(..., "--out", help="folder to write tokenizer.json into")) -> None:
+                    out: Path = typer.Option(..., "--out", help="folder to write tokenizer.json into"),
+                    force: bool = FORCE_OPTION) -> None:
     """Train MiniMind's byte-level BPE in a family's layout (special tokens and chat template)."""
     from .data import JsonlTexts
-    from .tokenizer import LAYOUTS, train_tokenizer
+    from .tokenizer import LAYOUTS, MAX_VOCAB, train_tokenizer
 
     if arch not in LAYOUTS:
         fail(f"--arch {arch!r} is not one of {', '.join(LAYOUTS)}")
+    if vocab_size > MAX_VOCAB:
+        fail(f"--vocab-size {vocab_size} is above {MAX_VOCAB:,}: MiniMind's vocabularies are 6,400; pick a size "
+             "the corpus can fill")
+    if out.is_file():
+        fail(f"--out {out} is a file: give a folder for tokenizer.json")
+    _refuse_existing(out / "tokenizer.json", force)
     try:
         texts = JsonlTexts(data)
         texts.validate()
         size = train_tokenizer((texts.text(i) for i in range(len(texts))), out, vocab_size, arch)
     except MiniMindError as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {out} ({e.strerror or e}): choose a writable folder with free space")
     typer.echo(f"tokenizer with {size} entries written to {out}")
     if size < vocab_size:
         typer.echo(f"warning: the corpus only supports {size} of the {vocab_size} entries asked for: "

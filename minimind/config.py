@@ -137,6 +137,10 @@ class TrainConfig:
             raise ConfigError("from_weight", f"{self.from_weight!r} must be a plain file-name prefix (or none)")
         if self.init_from and self.from_weight != "none":
             raise ConfigError("from_weight", "conflicts with --init-from: give one of them")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError("seed", f"{self.seed} is outside 0 .. 2**63-1 (torch's seeds): pick a smaller one")
+        if self.run_name is not None and len(self.run_name) > 100:
+            raise ConfigError("run_name", f"is {len(self.run_name)} characters long: keep it under 100 (it names a folder)")
         if self.run_name is not None and not re.fullmatch(r"[\w.\-]+", self.run_name):
             raise ConfigError("run_name", f"{self.run_name!r} must be a plain folder name (letters, digits, _ . -)")
 
@@ -256,6 +260,10 @@ class RunConfig:
             raise ConfigError("config", f"{p} is a directory: give a .json file (a run's config.json works)") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError("config", f"{p} is not valid JSON ({e}): fix or re-save it") from None
+        except (ValueError, RecursionError) as e:  # a number of thousands of digits, absurd nesting
+            raise ConfigError("config", f"{p} cannot be read as settings ({str(e)[:80]}): fix or re-save it") from None
+        except OSError as e:
+            raise ConfigError("config", f"{p} cannot be read ({e.strerror}): check its permissions") from None
         return cls.from_dict(data, source=str(p))
 
 

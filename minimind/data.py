@@ -45,6 +45,20 @@ def resolve_data_path(path: str | os.PathLike) -> Path:
     return p
 
 
+def data_fingerprint(path: str | os.PathLike) -> dict:
+    """What identifies a corpus file's content cheaply: its size and a hash of its first and last MiB
+    (not its mtime: a touch alone is not a change)."""
+    p = Path(path)
+    stat = p.stat()
+    digest = hashlib.sha256()
+    with open(p, "rb") as f:
+        digest.update(f.read(1 << 20))
+        if stat.st_size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+        digest.update(f.read(1 << 20))
+    return {"size": stat.st_size, "head_tail_sha256": digest.hexdigest()}
+
+
 def check_data_file(path: str | os.PathLike) -> Path:
     """The path as a readable, non-empty regular file, or a DataError that says what to do."""
     p = Path(path)

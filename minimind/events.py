@@ -35,6 +35,7 @@ class RunState(str, Enum):
     STOPPED = "stopped"
     FAILED = "failed"
     LOST = "lost"  # recorded as live, but its process is gone (killed, crashed, machine rebooted)
+    DAMAGED = "damaged"  # its record cannot be read (see RunSummary.problem)
     UNKNOWN = "unknown"  # no readable status
 
     def __str__(self) -> str:

@@ -25,19 +25,27 @@ def detect_family(state: dict) -> Family:
     return FAMILIES["classic"]
 
 
-def run_weights_file(run_config: RunConfig) -> Path:
-    """The seed's weights file of a run: {save_dir}/{save_weight}_{width}[_moe].pth"""
-    train = run_config.train
-    return Path(train.save_dir) / run_config.family.weights_name(train.save_weight, run_config.model)
-
-
 def load_run_weights(run_dir: str | os.PathLike) -> tuple[dict, RunConfig]:
-    """A run's newest weights (fp32 from its resume state, else its fp16 weights file) and its config."""
+    """A run's newest weights (fp32 from its resume state, else the fp16 weights file it wrote) and its
+    config. Never another run's: the weights file is shared by the runs of a save_dir, so it is used
+    only while it is still the file this run saved (same size and time)."""
     store = RunStore.open(run_dir)
     run_config = RunConfig.from_dict(store.read_config())
     if store.resume_path.is_file():
         return load_resume_state(store.resume_path)["model"], run_config
-    return load_weights(run_weights_file(run_config)), run_config
+    saved = store.read_status().get("checkpoints", {}).get("weights")
+    if not isinstance(saved, dict) or not isinstance(saved.get("path"), str):
+        raise CheckpointError(f"run {store.run_id} saved no weights and has no resume state: nothing to load")
+    path = Path(saved["path"])
+    try:
+        stat = path.stat()
+    except OSError:
+        raise CheckpointError(f"run {store.run_id}'s weights file {path} is gone and it has no resume state: "
+                              "nothing to load") from None
+    if (saved.get("size"), saved.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
+        raise CheckpointError(f"{path} was written by another run since run {store.run_id} saved it, and this run "
+                              "has no resume state: its own weights are gone (load the other run, or that file)")
+    return load_weights(path), run_config
 
 
 def load_state_for(family: Family, source: str | os.PathLike, config: Any = None, n_heads: int = 8) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +34,8 @@ class Precision:
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", name):
+        raise MiniMindError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):

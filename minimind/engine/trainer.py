@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..config import RESUME_OVERRIDABLE, RunConfig, effective_tracker
-from ..data import EpochSampler, TrainingSet, split_lines
+from ..data import EpochSampler, TrainingSet, data_fingerprint, resolve_data_path, split_lines
 from ..errors import CheckpointError, MiniMindError
 from ..events import (Alert, CheckpointSaved, EvalDone, Event, Observer, RunEnded, RunStarted, RunState, StateChanged,
                       StepLogged)
@@ -41,7 +41,7 @@ from ..stages import Stage
 from ..storage.atomic import remove_stale_temp_files
 from ..storage.checkpoint import (WeightsLock, apply_weights, load_resume_state, rng_state, save_resume_state,
                                   save_weights, set_rng_state, unwrap)
-from ..storage.run_store import RunStore
+from ..storage.run_store import RunStore, StorageError
 from ..tokenizer import load_tokenizer
 from ..weights import load_state_for, require_file
 from . import distributed
@@ -132,10 +132,11 @@ class Trainer:
 
     def __init__(self, config: Optional[RunConfig] = None, control: Optional[RunControl] = None,
                  observers: Iterable[Observer] = (), resume: Optional[str | os.PathLike] = None,
-                 overrides: Optional[dict] = None):
+                 overrides: Optional[dict] = None, allow_changed_data: bool = False):
         """A new run of `config`, or with `resume` the run in that directory, continued with its own
-        saved config and only the `overrides` that do not change the math. Checks everything that can
-        be checked and builds the run; raises MiniMindError before any training."""
+        saved config and only the `overrides` that do not change the math (a corpus that changed since
+        the save is refused unless `allow_changed_data`). Checks everything that can be checked and
+        builds the run; raises MiniMindError before any training."""
         self.control = control or RunControl()
         self.observers = list(observers)
         self.world = current_world()
@@ -148,33 +149,82 @@ class Trainer:
         self.position = Position()
         self.lr = 0.0
         self.meter = _Meter()
-        self._poisoned = False  # a non-finite loss was seen: never save over good checkpoints
+        self._poisoned = False  # non-finite numbers were seen: never save over good checkpoints
         self._last_resume_save = 0.0
         self._resume_saved_at = -1
-
-        resume_state = self._load_resume_state(self.resume_dir, overrides or {}) if self.resume_dir else None
-        if resume_state is None:
-            self.config = config or RunConfig()
-        self.family, self.stage = self.config.family, self.config.stage
-        self._resume_state = resume_state
-        self.precision = resolve_precision(self.config.train.device, self.config.train.dtype,
-                                           self.world.local_rank if self.world.distributed else None)
-        distributed.init(self.world, self.precision.device)
-        self._build_data()
-        self._build_model(resume_state)
-        self._build_optimizer(resume_state)
-        self._open_run_record()
-        self._build_loader()
+        self.store, self.weights_file, self.weights_lock = None, None, None
+        try:
+            resume_state = self._load_resume_state(self.resume_dir, overrides or {}) if self.resume_dir else None
+            if resume_state is None:
+                self.config = with_absolute_paths(config or RunConfig())
+            self.family, self.stage = self.config.family, self.config.stage
+            self._resume_state = resume_state
+            self.precision = resolve_precision(self.config.train.device, self.config.train.dtype,
+                                               self.world.local_rank if self.world.distributed else None)
+            self._check_memory()
+            distributed.init(self.world, self.precision.device)
+            self._build_data()
+            if resume_state is not None:
+                self._check_same_data(resume_state, allow_changed_data)
+            self._build_model(resume_state)
+            self._build_optimizer(resume_state)
+            self._open_run_record()
+            self._build_loader()
+        except BaseException:
+            self._release()  # a run that cannot start leaves nobody holding it
+            raise
 
     # ---- build steps ---------------------------------------------------------------------------
     def _load_resume_state(self, resume_dir: Path, overrides: dict) -> dict:
         store = RunStore.open(resume_dir)
+        if self.world.is_main:  # one trainer per run: refused while another process holds it
+            store.claim()
+            self.store = store
         if not store.resume_path.is_file():
             raise CheckpointError(f"{store.path} has no resume state (checkpoints/resume.pt): it stopped "
                                   "before its first save; start it again instead")
         state = load_resume_state(store.resume_path)
+        if state.get("run_id", store.run_id) != store.run_id:
+            raise CheckpointError(f"{store.resume_path} belongs to run {state['run_id']}, not {store.run_id}: it was "
+                                  "copied from another run; resume that run instead")
         self.config = _resume_config(RunConfig.from_dict(state["config"]), overrides)
+        save_dir = Path(self.config.train.save_dir)
+        try:  # a new --save_dir for the weights: made if missing
+            save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(f"cannot create --save_dir {save_dir} ({e.strerror}): choose a writable folder") from None
         return state
+
+    def _check_same_data(self, state: dict, allow_changed_data: bool) -> None:
+        """A resume continues at a position in the corpus: refuse one that changed since the save."""
+        saved, now = state.get("data"), data_fingerprint(self.data.path)
+        if saved is None or saved == now:
+            return
+        change = (f"{saved.get('size')} -> {now['size']} bytes" if saved.get("size") != now["size"]
+                  else "same size, other content")
+        if not allow_changed_data:
+            raise CheckpointError(f"the corpus {self.data.path} changed since this run was saved ({change}): the data "
+                                  "position would not match; restore it, or pass --allow-changed-data to continue "
+                                  "on the new corpus (the position is kept in samples, the LR schedule recomputed)")
+        self.notes.append(f"the corpus changed since the save ({change}): continuing at sample "
+                          f"{state['samples']} of epoch {state['epoch'] + 1} of the new corpus, with the LR schedule "
+                          "recomputed for its length (--allow-changed-data)")
+
+    def _check_memory(self) -> None:
+        """Refuse a model whose training state cannot fit before allocating it."""
+        import psutil  # only here: the estimate runs once per run
+
+        with torch.device("meta"):  # shapes only
+            n_params = count_parameters(self.family.build_model(self.config.model))
+        need = n_params * 16  # fp32 weights, gradients and AdamW's two moments
+        if self.precision.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.precision.device)[0]
+        else:
+            free = psutil.virtual_memory().available
+        if need > free:
+            raise MiniMindError(f"the model has {n_params / 1e6:,.1f}M parameters: training needs at least "
+                                f"{need / 2**30:,.1f} GiB (weights, gradients, AdamW state) but {free / 2**30:,.1f} GiB "
+                                f"are free on {self.precision.device}: choose a smaller model")
 
     def _build_data(self) -> None:
         cfg, train = self.config.model, self.config.train
@@ -238,6 +288,9 @@ class Trainer:
                                     rank=self.world.rank, world_size=self.world.size)
         self.iters = math.ceil(EpochSampler.per_rank(len(self.data.rows), self.world.size) / train.batch_size)
         self.total_steps = train.epochs * self.iters
+        if train.warmup_iters > self.total_steps:
+            self.notes.append(f"warning: --warmup_iters {train.warmup_iters} is longer than the run ({self.total_steps} "
+                              "steps): the learning rate never reaches --learning_rate")
         if resume_state is None:
             return
         self.optimizer.load_state_dict(resume_state["optimizer"])
@@ -254,12 +307,14 @@ class Trainer:
 
     def _open_run_record(self) -> None:
         """Rank 0: the run directory (new, or the resumed one cut back to the resume point)."""
-        self.store, self.weights_file, self.weights_lock = None, None, None
         if not self.world.is_main:
             return
         train = self.config.train
         resumed = self.resume_dir is not None
-        store = self.store = RunStore(self.resume_dir) if self.resume_dir else RunStore.create(train.save_dir, train.run_name)
+        if self.store is None:
+            self.store = RunStore.create(train.save_dir, train.run_name)
+            self.store.claim()
+        store = self.store
         if resumed:
             store.truncate_after(self.micro_step)
         self.weights_file = self._claim_weights_file(store)
@@ -315,18 +370,33 @@ class Trainer:
             where = self.store.path if self.store else Path(".")
             status, error = RunState.FAILED, (f"internal error {type(e).__name__}: {e} "
                                               f"(traceback in {where / 'traceback.txt'})")
-            (where / "traceback.txt").write_text(traceback.format_exc())
+            try:
+                (where / "traceback.txt").write_text(traceback.format_exc())
+            except OSError:  # the disk that failed may be this one: the one line still goes out
+                pass
         finally:
             self._shutdown_loader()
-            if self.weights_lock is not None:
-                self.weights_lock.release()
             if status != RunState.FAILED:  # a failed rank must not wait at a barrier the others never reach
                 distributed.shutdown(self.world)
         ended = RunEnded(status=status, global_step=self.micro_step, total_steps=self.total_steps,
                          run_dir=run_dir, error=error,
                          resumable=bool(self.store and self.store.resume_path.is_file()) and status != RunState.FINISHED)
-        self._emit(ended)
+        try:
+            self._emit(ended)
+        except StorageError as e:  # not even how it ended could be recorded: the viewers still hear of it
+            for observer in self.observers:
+                observer(Alert(str(e), level="error"))
+                observer(ended)
+        finally:
+            self._release()
         return ended
+
+    def _release(self) -> None:
+        """Let go of the run and its weights file (another process may train them now)."""
+        if self.weights_lock is not None:
+            self.weights_lock.release()
+        if self.store is not None:
+            self.store.release()
 
     def _train_epochs(self) -> bool:
         """The loop; True when it stopped early on request."""
@@ -468,7 +538,7 @@ class Trainer:
         if on_nan == "pause":
             self.control.pause()
         else:
-            self.control.stop(f"non-finite loss ({what})")
+            self.control.stop(f"non-finite numbers ({what})")
 
     def _sync_control(self) -> tuple[bool, bool, bool]:
         """(stop, paused, save) as all ranks agree: a stop on any rank (a signal) stops every rank;
@@ -515,7 +585,7 @@ class Trainer:
             self.best_eval = result.loss
         self._emit(EvalDone(global_step=self.micro_step, optimizer_step=self.optimizer_step, eval_loss=result.loss,
                             eval_ppl=result.ppl, eval_tokens=result.tokens, eval_docs=result.docs, best=best))
-        if best and self.config.train.save_best and self.weights_file is not None and not self._poisoned:
+        if best and self.config.train.save_best and self.weights_file is not None and self._weights_finite():
             path = self.weights_file.with_name(f"{self.weights_file.stem}_best.pth")
             _writing(path, lambda: save_weights(self.model, path))
             self._emit(CheckpointSaved("best", str(path), self.micro_step))
@@ -534,11 +604,18 @@ class Trainer:
         self.notes.append(f"another live run writes {path}: this run saves its weights to {own}")
         return own
 
+    def _weights_finite(self) -> bool:
+        """Checked before every save (one host sync): an update can overflow even after a finite loss."""
+        if not self._poisoned and not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
+            self._on_nonfinite(f"the weights are no longer finite after step {self.micro_step} (an update "
+                               "overflowed: lower --learning_rate)")
+        return not self._poisoned
+
     def _save_weights(self) -> None:
         if self.weights_file is None:  # rank 0 alone saves
             return
-        if self._poisoned:
-            self._emit(Alert("not saving weights: a non-finite loss was seen, the weights may be corrupt"))
+        if not self._weights_finite():
+            self._emit(Alert("not saving weights: non-finite numbers were seen, the weights may be corrupt"))
             return
         path = self.weights_file
         _writing(path, lambda: save_weights(self.model, path))
@@ -552,7 +629,7 @@ class Trainer:
         self._save_resume()
 
     def _save_resume(self) -> None:
-        if self.store is None or self._poisoned or self._resume_saved_at == self.micro_step:
+        if self.store is None or self._resume_saved_at == self.micro_step or not self._weights_finite():
             return
         path = self.store.resume_path
         _writing(path, lambda: save_resume_state(path, self.state_dict()))
@@ -570,6 +647,8 @@ class Trainer:
             "epoch": self.position.epoch,
             "samples": self.position.samples,
             "global_step": self.micro_step,
+            "run_id": self.store.run_id if self.store else None,
+            "data": data_fingerprint(self.data.path),
             "optimizer_step": self.optimizer_step,
             "best_eval": self.best_eval,
             "config": self.config.to_dict(),
@@ -595,6 +674,20 @@ class Trainer:
 def _crossed(interval: int, step: int, window: int) -> bool:
     """Did the last optimizer step (covering micro-steps step-window+1 .. step) pass a multiple of interval?"""
     return interval > 0 and step // interval > (step - window) // interval
+
+
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """The config with every path resolved now, as the run records it: resuming from another working
+    directory finds the same corpus, tokenizer and save_dir."""
+    train = config.train
+    changes: dict[str, Any] = {"data_path": str(resolve_data_path(train.data_path).absolute()),
+                               "save_dir": str(Path(train.save_dir).absolute())}
+    if train.eval_data:
+        changes["eval_data"] = str(resolve_data_path(train.eval_data).absolute())
+    for name in ("tokenizer", "init_from"):
+        if getattr(train, name):
+            changes[name] = str(Path(getattr(train, name)).absolute())
+    return config.replace(**changes)
 
 
 def _resume_config(saved: RunConfig, overrides: dict) -> RunConfig:

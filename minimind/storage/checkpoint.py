@@ -6,26 +6,46 @@ before anything in it runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
-import socket
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .atomic import atomic_write, pid_alive
+from .atomic import atomic_write
+from .locks import OwnerLock
 
 RESUME_FORMAT = 1  # bump when the resume state's layout changes
 RESUME_KIND = "minimind-tui/resume"
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
+    def write(f) -> None:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:  # torch reports a failed write (a full disk) as an error of its own
+            raise _write_error(Path(path).parent, e) from None
+
+    atomic_write(path, write)
+
+
+def _write_error(folder: Path, error: Exception) -> OSError:
+    """What a failed torch.save into `folder` means: a full disk (the usual cause), or else an I/O error."""
+    try:
+        stat = os.statvfs(folder)
+        full = stat.f_bavail * stat.f_frsize < (1 << 20)
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return OSError(errno.EIO, f"torch.save failed ({str(error).strip().splitlines()[0][:120]})")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -54,7 +74,7 @@ def safe_load(path: str | os.PathLike, what: str) -> Any:
             raise CheckpointError(f"{what} {p} was refused: it holds Python objects whose loading could run "
                                   "code; only plain tensors are accepted") from None
         raise CheckpointError(f"{what} {p} is corrupt or not a torch checkpoint: use an earlier copy") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+    except Exception as e:  # garbage makes the unpickler fail in many ways: all mean "not a checkpoint"
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{what} {p} is corrupt or truncated ({first}): use an earlier copy") from None
 
@@ -135,7 +155,25 @@ def _plain_to_np_state(plain: dict) -> tuple:
 
 
 def save_resume_state(path: str | os.PathLike, state: dict) -> None:
-    atomic_torch_save({"kind": RESUME_KIND, "format": RESUME_FORMAT, **state}, path)
+    """The state with a checksum of every tensor in it, written atomically."""
+    full = {"kind": RESUME_KIND, "format": RESUME_FORMAT, **state}
+    atomic_torch_save({**full, "checksum": _checksum(full)}, path)
+
+
+def _checksum(obj: Any, crc: int = 0) -> int:
+    """CRC-32 of every tensor's bytes in a nested state, in a fixed order (a flipped byte shows)."""
+    if isinstance(obj, torch.Tensor):
+        data = obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        return zlib.crc32(cast(Any, data), crc)  # the array's buffer, without a copy
+    if isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            if key != "checksum":
+                crc = _checksum(obj[key], zlib.crc32(str(key).encode(), crc))
+        return crc
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            crc = _checksum(item, crc)
+    return crc
 
 
 def load_resume_state(path: str | os.PathLike) -> dict:
@@ -146,42 +184,21 @@ def load_resume_state(path: str | os.PathLike) -> dict:
     if not isinstance(state.get("format"), int) or state["format"] > RESUME_FORMAT:
         raise CheckpointError(f"{path} was written by a newer minimind-tui (format {state.get('format')}): "
                               "upgrade minimind-tui to resume it")
+    if "checksum" in state and state["checksum"] != _checksum(state):
+        raise CheckpointError(f"{path} is damaged (its tensors do not match their checksum): resume from an "
+                              "earlier copy, or start again with --init-from the weights file")
     return state
 
 
-class WeightsLock:
-    """The seed's weights file is one path per save_dir: only one live run writes it at a time.
+class WeightsLock(OwnerLock):
+    """MiniMind's weights file is one path per save_dir: only one live run writes it at a time.
 
     A run that finds the file owned by another live process saves its weights inside its own run
-    directory instead, so two runs on the same save_dir never overwrite each other's weights.
-    A lock left by a dead process (kill -9) is taken over.
-    """
+    directory instead, so two runs on the same save_dir never overwrite each other's weights. The
+    lock dies with its owner (kill -9 included)."""
 
     def __init__(self, weights: Path):
-        self.path = weights.with_name(weights.name + ".lock")
-        self.owned = False
+        super().__init__(weights.with_name(weights.name + ".lock"))
 
-    def acquire(self) -> bool:
-        me = f"{os.getpid()} {socket.gethostname()}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid, host = self.path.read_text().split()
-                except (OSError, ValueError):
-                    pid, host = "0", socket.gethostname()
-                if host == socket.gethostname() and not pid_alive(int(pid)):
-                    self.path.unlink(missing_ok=True)  # its owner died: take it over
-                    continue
-                return False
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            self.owned = True
-            return True
-        return False
-
-    def release(self) -> None:
-        if self.owned:
-            self.path.unlink(missing_ok=True)
-            self.owned = False
+    def acquire(self, wait_s: float = 0.2) -> bool:
+        return super().acquire(wait_s)

@@ -3,17 +3,20 @@
 {save_dir}/runs/{run_id}/
   config.json    resolved RunConfig + versions, world size, start time
   metrics.jsonl  one StepLogged record per logged step
-  events.jsonl   every other event (started, paused, checkpoint saved, ended ...)
+  events.jsonl   every other event (started, paused, checkpoint saved, evaluated, ended ...)
   status.json    state, pid, host, heartbeat: lets another process tell a live run from a dead one
+  owner.lock     flocked by the one process training the run (released by the kernel when it dies)
   checkpoints/   resume.pt: the exact-resume state
   control/       one small file per request from another process (pause, resume, stop, save)
 
 Only the training process writes here (control/ excepted); JSON files are replaced atomically and
 JSONL files are appended line by line, so a reader never sees half a record that it cannot skip.
+Everything read back is checked: a damaged record is skipped or reported, never a crash.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -22,17 +25,30 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
-from ..errors import CheckpointError
-from ..events import CheckpointSaved, Event, EventHandler, RunEnded, RunStarted, RunState, StateChanged, StepLogged
-from .atomic import atomic_write_json, atomic_write_text, read_jsonl
+from ..errors import CheckpointError, MiniMindError
+from ..events import (CheckpointSaved, Event, EventHandler, RunEnded, RunStarted, RunState, StateChanged,
+                      StepLogged)
+from .atomic import atomic_write_json, atomic_write_text, pid_alive, read_jsonl
+from .locks import OwnerLock
 
 RUNS_DIR = "runs"
 # What another process may ask of a run: command words only, never paths or code.
 CONTROL_COMMANDS = ("pause", "resume", "stop", "save")
 HEARTBEAT_S = 2.0  # how often a live run refreshes status.json at most
-STALE_S = 60.0  # a live state older than this, from a process we cannot see, is considered lost
+STALE_S = 60.0  # a live state from another machine, not refreshed for this long, is considered lost
+RESERVE_BYTES = 256 << 10  # kept free in each run: enough to record how a run ended on a full disk
+# status.json fields and the types a reader accepts (anything else marks the run damaged).
+STATUS_FIELDS: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "state": (str,), "pid": (int,), "host": (str,), "started": (int, float),
+    "heartbeat": (int, float), "global_step": (int,), "total_steps": (int,), "checkpoints": (dict,),
+    "error": (str, type(None)), "resumable": (bool,), "ended": (int, float), "reason": (str,),
+}
+
+
+class StorageError(MiniMindError):
+    """The run directory cannot be written (a full disk, a read-only mount): one line for the user."""
 
 
 class RunStore(EventHandler):
@@ -44,6 +60,7 @@ class RunStore(EventHandler):
         self._files: dict[Path, IO[str]] = {}
         self._status: dict = {}
         self._last_heartbeat = 0.0
+        self.lock = OwnerLock(self.path / "owner.lock")
 
     # ---- layout --------------------------------------------------------------------------
     @property
@@ -78,6 +95,10 @@ class RunStore(EventHandler):
     def control_dir(self) -> Path:
         return self.path / "control"
 
+    @property
+    def reserve_path(self) -> Path:
+        return self.path / ".space-reserve"
+
     @classmethod
     def create(cls, save_dir: str | os.PathLike, run_name: Optional[str] = None) -> "RunStore":
         """A new, empty run directory; never reuses an existing one (two runs never share files)."""
@@ -95,6 +116,8 @@ class RunStore(EventHandler):
                 path.mkdir()
             except FileExistsError:
                 continue
+            except OSError as e:
+                raise CheckpointError(f"cannot create {path} ({e.strerror}): choose a writable --save_dir") from None
             store = cls(path)
             store.checkpoints_dir.mkdir()
             store.control_dir.mkdir()
@@ -109,9 +132,29 @@ class RunStore(EventHandler):
                                   f"{{save_dir}}/{RUNS_DIR}/, see `minimind runs list`")
         return cls(p)
 
+    # ---- owning (the training process) -------------------------------------------------------
+    def claim(self) -> None:
+        """Become the one process training this run, or a CheckpointError naming the one that is."""
+        try:
+            owned = self.lock.acquire()
+        except OSError as e:
+            raise CheckpointError(f"cannot claim {self.path} ({e.strerror}): is it on a read-only mount? "
+                                  "Copy the run somewhere writable") from None
+        if not owned:
+            raise CheckpointError(f"run {self.run_id} is being trained by {self.lock.owner()}: steer it with "
+                                  f"`minimind pause/resume/stop {self.path}`, or wait for it to end")
+        self.checkpoints_dir.mkdir(exist_ok=True)
+        self.control_dir.mkdir(exist_ok=True)
+        if not self.reserve_path.exists():
+            self._guarded(self.reserve_path, lambda: self.reserve_path.write_bytes(b"\0" * RESERVE_BYTES))
+
+    def release(self) -> None:
+        self.close()
+        self.lock.release()
+
     # ---- writing (the training process) ----------------------------------------------------
     def write_config(self, record: dict) -> None:
-        atomic_write_json(self.config_path, record)
+        self._guarded(self.config_path, lambda: atomic_write_json(self.config_path, record))
 
     def on_event(self, event: Event) -> None:
         """Any event without a handler of its own: appended to events.jsonl."""
@@ -140,7 +183,13 @@ class RunStore(EventHandler):
 
     def on_checkpoint_saved(self, event: CheckpointSaved) -> None:
         self.on_event(event)
-        self._status.setdefault("checkpoints", {})[event.kind] = {"path": event.path, "global_step": event.global_step}
+        saved: dict[str, Any] = {"path": event.path, "global_step": event.global_step}
+        try:  # what the file was, so a later reader can tell whether another run has overwritten it since
+            stat = os.stat(event.path)
+            saved.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        except OSError:
+            pass
+        self._status.setdefault("checkpoints", {})[event.kind] = saved
         self.heartbeat(force=True)
 
     def on_run_ended(self, event: RunEnded) -> None:
@@ -154,7 +203,8 @@ class RunStore(EventHandler):
         now = time.time()
         if force or now - self._last_heartbeat >= HEARTBEAT_S:
             self._last_heartbeat = now
-            atomic_write_json(self.status_path, {**self._status, "heartbeat": now})
+            self._guarded(self.status_path, lambda: atomic_write_json(self.status_path, {**self._status,
+                                                                                           "heartbeat": now}))
 
     def truncate_after(self, global_step: int) -> None:
         """Drop every step-stamped record past a resume point: what a process that died before
@@ -164,19 +214,58 @@ class RunStore(EventHandler):
             if not path.is_file():
                 continue
             kept = [r for r in read_jsonl(path) if not _step_of(r) > global_step]
-            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+            self._rewrite(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+
+    def _rewrite(self, path: Path, text: str) -> None:
+        self._guarded(path, lambda: atomic_write_text(path, text))
 
     def _append(self, path: Path, record: dict) -> None:
-        f = self._files.get(path)
-        if f is None:
-            f = self._files[path] = open(path, "a", encoding="utf-8")
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
+        def write() -> None:
+            f = self._files.get(path)
+            if f is None:
+                f = open(path, "a", encoding="utf-8")
+                if f.tell() and not _ends_with_newline(path):  # a crash tore the last line: do not extend it
+                    f.write("\n")
+                self._files[path] = f
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+
+        self._guarded(path, write)
+
+    def _guarded(self, path: Path, write: Callable[[], Any]) -> None:
+        """Run a write; on a full disk, give up the run's reserve and try once more (so how the run
+        ended can still be recorded), then fail with one line."""
+        try:
+            write()
+            return
+        except OSError as e:
+            if e.errno == errno.ENOSPC and self.reserve_path.exists():
+                self._drop_files()
+                self.reserve_path.unlink(missing_ok=True)
+                try:
+                    write()
+                except OSError:
+                    pass
+            raise StorageError(f"cannot write {path} ({e.strerror or e}): free disk space or choose another "
+                               "--save_dir; the previous checkpoint is intact") from None
+
+    def _drop_files(self) -> None:
+        """Forget open appenders after a failed write (their buffers may hold half a record)."""
+        for f in self._files.values():
+            try:
+                f.close()
+            except OSError:
+                pass
+        self._files.clear()
 
     def close(self) -> None:
         for f in self._files.values():
-            os.fsync(f.fileno())
-            f.close()
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+            except OSError:
+                pass
         self._files.clear()
 
     # ---- control requests -----------------------------------------------------------------
@@ -184,55 +273,100 @@ class RunStore(EventHandler):
         """Ask the process training this run to pause, resume, stop or save (from any process)."""
         if command not in CONTROL_COMMANDS:
             raise CheckpointError(f"unknown command {command!r}: use one of {', '.join(CONTROL_COMMANDS)}")
-        self.control_dir.mkdir(exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{command}"
-        tmp = self.control_dir / f".{name}.tmp"
-        tmp.write_text(command)
-        os.replace(tmp, self.control_dir / name)
+        try:
+            self.control_dir.mkdir(exist_ok=True)
+            tmp = self.control_dir / f".{name}.tmp"
+            tmp.write_text(command)
+            os.replace(tmp, self.control_dir / name)
+        except OSError as e:
+            raise CheckpointError(f"cannot write to {self.control_dir} ({e.strerror}): check its permissions") from None
 
     def take_requests(self) -> list[str]:
-        """Command words waiting in control/, oldest first; each is consumed."""
+        """Command words waiting in control/, oldest first; each request file is consumed (an unknown
+        word too). Anything else there (a folder, an odd file) is left alone."""
         try:
-            names = sorted(e.name for e in os.scandir(self.control_dir) if not e.name.startswith("."))
-        except FileNotFoundError:
+            entries = sorted((e for e in os.scandir(self.control_dir) if not e.name.startswith(".")),
+                             key=lambda e: e.name)
+        except OSError:
             return []
         commands = []
-        for name in names:
-            match = re.fullmatch(r"\d+-\d+-(\w+)", name)
-            try:
-                os.unlink(self.control_dir / name)
-            except FileNotFoundError:
+        for entry in entries:
+            match = re.fullmatch(r"\d+-\d+-(\w+)", entry.name)
+            if not match or not entry.is_file(follow_symlinks=False):
                 continue
-            if match and match.group(1) in CONTROL_COMMANDS:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                continue
+            if match.group(1) in CONTROL_COMMANDS:
                 commands.append(match.group(1))
         return commands
 
     # ---- reading (any process) -----------------------------------------------------------
     def read_config(self) -> dict:
         try:
-            return json.loads(self.config_path.read_text(encoding="utf-8"))
+            data = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{self.config_path} cannot be read ({e}): the run record is damaged") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{self.config_path} is not a JSON object: the run record is damaged")
+        return data
+
+    def status_problem(self) -> Optional[str]:
+        """Why status.json cannot be trusted, or None."""
+        try:
+            data = json.loads(self.status_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            return f"status.json is not readable JSON ({str(e)[:80]})"
+        if not isinstance(data, dict):
+            return f"status.json is a JSON {type(data).__name__}, not an object"
+        for name, kinds in STATUS_FIELDS.items():
+            value = data.get(name)
+            if name in data and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+                return f"status.json field {name} is {value!r}"
+        return None
 
     def read_status(self) -> dict:
+        """status.json if it is whole and well-formed, else {} (see status_problem)."""
+        if self.status_problem() is not None:
+            return {}
         try:
             return json.loads(self.status_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
 
     def read_metrics(self) -> list[dict]:
-        return read_jsonl(self.metrics_path)
+        """The step records, those of the wrong shape skipped."""
+        return [m for m in read_jsonl(self.metrics_path)
+                if isinstance(m.get("global_step"), int) and _number(m.get("loss")) is not None]
 
     def read_events(self) -> list[dict]:
-        return read_jsonl(self.events_path)
+        return [e for e in read_jsonl(self.events_path) if isinstance(e.get("event"), str)]
 
     def state(self) -> RunState:
-        """The run's state as another process sees it: a live state whose process is gone is LOST."""
+        """The run's state as another process sees it: DAMAGED if its status cannot be read, LOST if it
+        says live but nobody holds the run (its process died)."""
+        if self.status_problem() is not None:
+            return RunState.DAMAGED
         status = self.read_status()
         state = RunState.parse(status.get("state"))
-        if state.live and not _looks_alive(status):
+        if state.live and not self._owned_by_a_live_process(status):
             return RunState.LOST
         return state
+
+    def _owned_by_a_live_process(self, status: dict) -> bool:
+        if self.lock.owned:
+            return True
+        age = time.time() - (_number(status.get("heartbeat")) or 0)
+        if status.get("host") != socket.gethostname():
+            return age < STALE_S  # another machine: only the heartbeat tells
+        if self.lock.path.exists():
+            return self.lock.held_elsewhere()  # a stopped (SIGSTOP, Ctrl-Z) owner still holds it
+        pid = status.get("pid")  # a run recorded before ownership locks: its process id
+        return isinstance(pid, int) and pid_alive(pid) and age < STALE_S * 10
 
 
 def _step_of(record: dict) -> int:
@@ -240,16 +374,14 @@ def _step_of(record: dict) -> int:
     return step if isinstance(step, int) else -1
 
 
-def _looks_alive(status: dict) -> bool:
-    if status.get("host") == socket.gethostname() and isinstance(status.get("pid"), int):
-        try:
-            os.kill(status["pid"], 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return time.time() - status.get("heartbeat", 0) < STALE_S * 10  # alive pid: allow long steps
-    return time.time() - status.get("heartbeat", 0) < STALE_S
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 @dataclass
@@ -271,33 +403,36 @@ class RunSummary:
     duration: Optional[float]  # seconds from start to end (or to the last heartbeat)
     checkpoints: dict  # kind -> path
     resumable: bool
+    problem: Optional[str] = None  # why the run is DAMAGED
 
     @classmethod
     def of(cls, store: RunStore) -> "RunSummary":
         status = store.read_status()
         metrics = store.read_metrics()
+        problem = store.status_problem()
         try:
             train = store.read_config().get("train", {})
-        except CheckpointError:
-            train = {}
-        losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
-        finite = [x for x in losses if x == x and abs(x) != float("inf")]
-        evals = [(r["global_step"], r["eval_loss"]) for r in store.read_events()
+            train = train if isinstance(train, dict) else {}
+        except CheckpointError as e:
+            train, problem = {}, problem or str(e)
+        losses = [float(m["loss"]) for m in metrics]
+        finite = [x for x in losses if math.isfinite(x)]
+        evals = [(r["global_step"], float(r["eval_loss"])) for r in store.read_events()
                  if r.get("event") == "EvalDone" and isinstance(r.get("global_step"), int)
-                 and isinstance(r.get("eval_loss"), (int, float))]
+                 and _number(r.get("eval_loss")) is not None]
         finite_evals = [loss for _, loss in evals if math.isfinite(loss)]
-        started = status.get("started")
-        end = status.get("ended") or status.get("heartbeat")
+        started, end = _number(status.get("started")), _number(status.get("ended")) or _number(status.get("heartbeat"))
+        checkpoints = {k: v["path"] for k, v in status.get("checkpoints", {}).items()
+                       if isinstance(v, dict) and isinstance(v.get("path"), str)}
         return cls(
             run_id=store.run_id, path=store.path, arch=str(train.get("arch", "classic")),
-            stage=str(train.get("stage", "pretrain")), state=store.state(),
-            global_step=int(status.get("global_step", metrics[-1]["global_step"] if metrics else 0)),
-            total_steps=int(status.get("total_steps", 0)),
+            stage=str(train.get("stage", "pretrain")), state=RunState.DAMAGED if problem else store.state(),
+            global_step=status.get("global_step", metrics[-1]["global_step"] if metrics else 0),
+            total_steps=status.get("total_steps", 0),
             last_loss=losses[-1] if losses else None, best_loss=min(finite) if finite else None,
             best_eval=min(finite_evals) if finite_evals else None, evals=evals,
             started=started, duration=(end - started) if started and end else None,
-            checkpoints={k: v["path"] for k, v in status.get("checkpoints", {}).items()},
-            resumable=store.resume_path.is_file(),
+            checkpoints=checkpoints, resumable=store.resume_path.is_file(), problem=problem,
         )
 
 
@@ -307,7 +442,11 @@ def list_runs(save_dir: str | os.PathLike) -> list[RunStore]:
     if not runs.is_dir():
         return []
     stores = [RunStore(p) for p in runs.iterdir() if (p / "config.json").is_file()]
-    return sorted(stores, key=lambda s: (s.read_status().get("started") or s.config_path.stat().st_mtime, s.run_id))
+
+    def started(store: RunStore) -> float:
+        return _number(store.read_status().get("started")) or store.config_path.stat().st_mtime
+
+    return sorted(stores, key=lambda s: (started(s), s.run_id))
 
 
 def find_resumable(save_dir: str | os.PathLike,
@@ -316,11 +455,12 @@ def find_resumable(save_dir: str | os.PathLike,
     whose recorded config is `matching`."""
     for store in reversed(list_runs(save_dir)):
         state = store.state()
-        if state != RunState.FINISHED and not state.live and store.resume_path.is_file():
-            try:
-                config = store.read_config()
-            except CheckpointError:
-                continue
-            if matching(config):
-                return store
+        if state in (RunState.FINISHED, RunState.DAMAGED) or state.live or not store.resume_path.is_file():
+            continue
+        try:
+            config = store.read_config()
+        except CheckpointError:
+            continue
+        if matching(config):
+            return store
     return None

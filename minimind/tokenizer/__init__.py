@@ -89,6 +89,9 @@ MINIMIND3_TEMPLATE = (
 )
 
 
+MAX_VOCAB = 1 << 20  # a sanity bound (MiniMind's are 6,400): a huge BPE on a small corpus only eats memory
+
+
 @dataclass(frozen=True)
 class Layout:
     """A family's tokenizer: its added tokens (ids 0.. in order), which are special, and its config."""
