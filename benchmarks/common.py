@@ -1,12 +1,10 @@
-"""Shared pieces of the benchmarks: interleaved repetitions, medians, peak matmul FLOP/s, and one
-training run measured from its own StepLogged events."""
+"""Shared pieces of the benchmarks: interleaved repetitions, medians, peak matmul FLOP/s."""
 
 from __future__ import annotations
 
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,9 +14,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minimind.config import RunConfig  # noqa: E402
-from minimind.engine.trainer import Trainer  # noqa: E402
-from minimind.events import StepLogged  # noqa: E402
+from minimind.config import RunConfig  # noqa: E402,F401  (the benchmarks' one import of the config)
 
 
 def machine() -> str:
@@ -61,27 +57,11 @@ def median_of(runs: list[dict], key: str) -> float:
 
 
 def fmt(run: dict) -> str:
-    return f"{run['tokens_per_s']:,.0f} real tok/s, {run['positions_per_s']:,.0f} pos/s, {run['step_time'] * 1000:.0f} ms/step"
-
-
-def measure_trainer(config: RunConfig, steps: int, warmup: int = 2) -> dict:
-    """Steady-state throughput of one Trainer run: `warmup` + `steps` micro-batches, warm-up excluded."""
-    from minimind.engine.control import RunControl
-
-    events: list[StepLogged] = []
-    control = RunControl()
-
-    def observe(e) -> None:
-        if isinstance(e, StepLogged):
-            events.append(e)
-            if len(events) >= warmup + steps:
-                control.stop("benchmark done")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        config = config.replace(save_dir=tmp, log_interval=1, save_interval=0)
-        Trainer(config, control=control, observers=[observe]).run()
-    steady = events[warmup:]
-    seconds = sum(e.step_time for e in steady)
-    return {"tokens_per_s": sum(e.tokens for e in steady) / seconds,
-            "positions_per_s": sum(e.positions_per_s * e.step_time for e in steady) / seconds,
-            "step_time": seconds / len(steady), "steps": len(steady), "final_loss": events[-1].loss}
+    parts = [f"{run['tokens_per_s']:,.0f} real tok/s"]
+    if "positions_per_s" in run:
+        parts.append(f"{run['positions_per_s']:,.0f} pos/s")
+    if "step_time" in run:
+        parts.append(f"{run['step_time'] * 1000:.0f} ms/step")
+    if "seconds" in run:
+        parts.append(f"{run['seconds']:.1f} s, {run['steps']} steps, loss {run['final_loss']:.4f}")
+    return ", ".join(parts)

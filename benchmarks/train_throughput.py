@@ -1,105 +1,104 @@
-"""Training throughput: MiniMind's classic loop vs this engine, side by side, on this machine.
+"""Training throughput per epoch: MiniMind's own classic loop vs this engine, side by side, on a real
+corpus, on this machine.
 
-The baseline is the seed notebook's loop as it runs on a CPU, rebuilt here from this project's
-model and dataset (numerically MiniMind classic): fp32, no autocast, padded documents, the default
-(for-loop) AdamW, a DataLoader with one worker. "ours (seed settings)" is the Trainer with those same
-settings; "ours (recommended)" adds bf16 autocast (CPUs with fast bf16, or CUDA) and --packing.
-Variants run interleaved, `--repeats` rounds; medians are reported. Real tokens are non-pad targets.
+The baseline (`minimind_classic_loop.py`) is MiniMind classic rebuilt from the spec, sharing no
+code with this project, run as the seed notebook runs it on a CPU: fp32, padded documents, a
+DataLoader with one worker tokenizing per item, the for-loop AdamW, a log line and an fp16 weights
+save every step. Each variant is timed from building its data and model to the end of the epoch
+(`--max-steps N` ends every epoch after N steps, for quick looks), so data preparation, saves and
+logging count. Real tokens are non-pad targets trained on. Variants run interleaved, `--repeats`
+rounds; medians are reported.
 
-    python benchmarks/train_throughput.py [--steps 12] [--repeats 3] [--configs seed,26m]
+- "ours, seed settings": `minimind train` with the seed's flags as a MiniMind user would pass them
+  (fp32, padded, one worker, save and log every step): must be >= 0.98x the baseline.
+- "ours, defaults": `minimind train` with no flags but the corpus and model size.
+- "ours, recommended": the defaults plus --packing (every token of the corpus in full 512-token rows,
+  documents separated by eos) and bf16 autocast where it is fast (CUDA, CPUs with AMX/AVX512-BF16).
+
+    python benchmarks/debian_corpus.py          # once: writes benchmarks/.data/debian-reference.jsonl
+    python benchmarks/train_throughput.py [--data FILE] [--configs seed,26m] [--repeats 2] [--max-steps 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-from common import RunConfig, interleave, machine, measure_trainer, median_of, peak_matmul_flops
+from common import ROOT, RunConfig, interleave, machine, median_of, peak_matmul_flops
+from debian_corpus import DEFAULT_OUT
+from minimind_classic_loop import train_epoch
 
-from minimind.data import PretrainDataset, resolve_data_path
+from minimind.engine.control import RunControl
 from minimind.engine.environment import cpu_has_fast_bf16
-from minimind.engine.loss import masked_lm_loss
-from minimind.families.classic import CLASSIC
-from minimind.models.classic import MiniMindLM
-from minimind.tokenizer import load_tokenizer
+from minimind.engine.trainer import Trainer
+from minimind.events import StepLogged
 
-MODELS = {"seed": dict(dim=512, n_layers=2, max_seq_len=512), "26m": dict(dim=512, n_layers=8, max_seq_len=512)}
+MODELS = {"seed": dict(dim=512, n_layers=2), "26m": dict(dim=512, n_layers=8), "104m": dict(dim=768, n_layers=16)}
+TOKENIZER = ROOT / "minimind" / "tokenizer" / "classic"
 
 
-def classic_loop(config: RunConfig, steps: int, warmup: int = 2) -> dict:
-    """The seed notebook's train_epoch on a CPU (saving disabled, as in every variant here)."""
-    train, lm = config.train, config.model
-    torch.manual_seed(train.seed)
-    model = MiniMindLM(lm)
-    tokenizer = load_tokenizer(train.tokenizer or CLASSIC.tokenizer_dir)
-    ds = PretrainDataset(resolve_data_path(train.data_path), tokenizer, lm.max_seq_len)
-    loader = torch.utils.data.DataLoader(ds, batch_size=train.batch_size, shuffle=False, num_workers=1,
-                                         pin_memory=False, drop_last=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate)
-    iters = len(loader)
-    times, tokens, positions = [], 0, 0
-    tick = time.perf_counter()
-    for step, (X, Y, loss_mask) in enumerate(loader, start=1):
-        for group in optimizer.param_groups:
-            group["lr"] = CLASSIC.lr(step, train.epochs * iters, train.learning_rate)
-        res = model(X)
-        loss = (masked_lm_loss(res.logits, Y, loss_mask) + res.aux_loss) / train.accumulation_steps
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss.item()  # the notebook logs every step
-        now = time.perf_counter()
-        if step > warmup:
-            times.append(now - tick)
-            tokens += int(loss_mask.sum())
-            positions += loss_mask.numel()
-        tick = now
-        if step >= warmup + steps:
-            break
-    seconds = sum(times)
-    return {"tokens_per_s": tokens / seconds, "positions_per_s": positions / seconds,
-            "step_time": seconds / len(times), "steps": len(times)}
+def ours(config: RunConfig, max_steps: int) -> dict:
+    """One epoch of `minimind train` (in process), wall time from Trainer construction to its end."""
+    control, tokens, steps, last = RunControl(), [0], [0], [0.0]
+
+    def observe(e) -> None:
+        if isinstance(e, StepLogged):
+            tokens[0] += e.tokens
+            steps[0] += 1
+            last[0] = e.loss
+            if max_steps and steps[0] >= max_steps:
+                control.stop("benchmark done")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        Trainer(config.replace(save_dir=tmp, epochs=1), control=control, observers=[observe]).run()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": tokens[0], "tokens_per_s": tokens[0] / seconds, "steps": steps[0],
+            "final_loss": last[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", default=str(DEFAULT_OUT), help="a JSONL corpus (default: the Debian Reference)")
     parser.add_argument("--configs", default="seed,26m")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, default=0, help="end each epoch after N steps (0 = whole epoch)")
     args = parser.parse_args()
+    if not Path(args.data).is_file():
+        raise SystemExit(f"no corpus at {args.data}: run `python benchmarks/debian_corpus.py` first")
 
     fast_bf16 = torch.cuda.is_available() or cpu_has_fast_bf16()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    peaks = {"float32": peak_matmul_flops(torch.float32, device)}
-    if fast_bf16:
-        peaks["bfloat16"] = peak_matmul_flops(torch.bfloat16, device)
-    print(f"machine: {machine()}")
-    print("matmul peak: " + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in peaks.items()))
+    print(f"machine: {machine()}; corpus: {args.data}")
+    print(f"fp32 matmul peak {peak_matmul_flops(torch.float32) / 1e9:,.0f} GFLOP/s; bf16 autocast is "
+          + ("fast here" if fast_bf16 else "slow on this CPU (no AMX/AVX512-BF16): the defaults compute in fp32"))
     rows = []
     for name in args.configs.split(","):
-        base = RunConfig().replace(**MODELS[name], num_workers=1)
+        size = MODELS[name]
+        seed = RunConfig().replace(**size, data_path=args.data, dtype="float32", packing=False, num_workers=1,
+                                   save_interval=1, log_interval=1)
+        defaults = RunConfig().replace(**size, data_path=args.data)
         variants = {
-            "MiniMind classic loop": lambda b=base: classic_loop(b.replace(dtype="float32"), args.steps),
-            "ours (seed settings)": lambda b=base: measure_trainer(b.replace(dtype="float32"), args.steps),
-            "ours (recommended)": lambda b=base: measure_trainer(
-                b.replace(dtype="bfloat16" if fast_bf16 else "float32", packing=True, num_workers=0), args.steps),
+            "MiniMind classic loop": lambda s=size: train_epoch(args.data, str(TOKENIZER), **s, max_steps=args.max_steps),
+            "ours, seed settings": lambda c=seed: ours(c, args.max_steps),
+            "ours, defaults": lambda c=defaults: ours(c, args.max_steps),
+            "ours, recommended": lambda c=defaults: ours(c.replace(packing=True), args.max_steps),
         }
-        print(f"\n{name} config ({base.model.dim} dim, {base.model.n_layers} layers, seq {base.model.max_seq_len}), "
-              f"{args.repeats} interleaved rounds of {args.steps} steps:")
+        print(f"\n{name} ({size['dim']} dim x {size['n_layers']} layers, seq 512, batch 2), "
+              f"{args.repeats} interleaved rounds:", flush=True)
         results = interleave(variants, args.repeats)
         baseline = median_of(results["MiniMind classic loop"], "tokens_per_s")
-        flops = CLASSIC.flops_per_token(base.model, base.model.max_seq_len - 1)
         for variant, runs in results.items():
-            dtype = "bfloat16" if "recommended" in variant and fast_bf16 else "float32"
-            tps, pps = median_of(runs, "tokens_per_s"), median_of(runs, "positions_per_s")
-            mfu = flops * pps / peaks[dtype]
-            rows.append((name, variant, dtype, tps, pps, median_of(runs, "step_time"), tps / baseline, mfu))
-    print("\n| model | run | dtype | real tok/s | pos/s | step | vs classic | MFU |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
-    for name, variant, dtype, tps, pps, st, ratio, mfu in rows:
-        print(f"| {name} | {variant} | {dtype} | {tps:,.0f} | {pps:,.0f} | {st * 1000:.0f} ms | {ratio:.2f}x | {mfu:.1%} |")
+            tps = median_of(runs, "tokens_per_s")
+            rows.append((name, variant, median_of(runs, "seconds"), int(median_of(runs, "tokens")), tps, tps / baseline))
+    print(f"\n{time.strftime('%Y-%m-%d')}, {machine()}, {Path(args.data).name}"
+          + (f", first {args.max_steps} steps of the epoch" if args.max_steps else ", one epoch"))
+    print("| model | run | epoch wall | real tokens | real tok/s | vs MiniMind |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, variant, seconds, tokens, tps, ratio in rows:
+        print(f"| {name} | {variant} | {seconds:.1f} s | {tokens:,} | {tps:,.0f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -51,9 +51,19 @@ FROM_RESUME_OPTION = inspect.Parameter(
                          "continue the newest unfinished run of the same family, weights name and width in save_dir "
                          "if there is one, else start a new run", rich_help_panel="run"))
 
+QUIET_OPTION = inspect.Parameter(
+    "quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+    default=typer.Option(False, "--quiet", help="print only problems, the evaluations and the final line",
+                         rich_help_panel="run"))
+VERBOSE_OPTION = inspect.Parameter(
+    "verbose", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+    default=typer.Option(False, "--verbose", help="also print every save: weights, best weights, resume state",
+                         rich_help_panel="run"))
+
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
-@with_options([CONFIG_FILE_OPTION, RESUME_OPTION, FROM_RESUME_OPTION, ALLOW_CHANGED_DATA_OPTION])
+@with_options([CONFIG_FILE_OPTION, RESUME_OPTION, FROM_RESUME_OPTION, ALLOW_CHANGED_DATA_OPTION, QUIET_OPTION,
+               VERBOSE_OPTION])
 def train(**values: Any) -> None:
     """Train headless: the seed notebook's loop and log lines, recorded in a run directory."""
     from .console import ConsolePrinter
@@ -65,6 +75,9 @@ def train(**values: Any) -> None:
     settings = given_settings(values)
     world = current_world()
     try:
+        if values.get("quiet") and values.get("verbose"):
+            fail("--quiet and --verbose do not mix: choose one")
+        verbosity = "quiet" if values.get("quiet") else "verbose" if values.get("verbose") else "normal"
         nproc = 1 if world.distributed else _requested_nproc(values, settings)
         if nproc > 1:
             # torchrun starts the processes; each of them runs this same command and finds WORLD_SIZE set.
@@ -89,7 +102,7 @@ def train(**values: Any) -> None:
     except MiniMindError as e:
         fail(str(e))
     if world.is_main:  # rank 0 alone prints
-        trainer.observers.append(ConsolePrinter())
+        trainer.observers.append(ConsolePrinter(verbosity=verbosity))
     previous = _stop_on_signals(trainer.control)
     try:
         ended = trainer.run()

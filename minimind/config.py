@@ -71,6 +71,9 @@ class TrainConfig:
     device: str = setting("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", "precision", resume=True)
     dtype: str = setting("bfloat16", "autocast dtype: bfloat16 (CUDA, and CPUs with fast bf16), float16 "
                       "(CUDA) or float32", "precision", choices=DTYPES)
+    skip_padding: bool = setting(True, "compute a padded batch only up to its last real target and the output layer "
+                                 "only at real targets: the same loss and gradients with less work (no trimming "
+                                 "for MoE or dropout, whose results padding changes)", "precision", resume=True)
     compile: bool = setting(False, "torch.compile the model (pays off on CUDA; on CPU it mostly adds "
                          "compile time)", "precision", resume=True)
     save_dir: str = setting("./output", "where weights and run records go", "checkpoints", resume=True)

@@ -18,7 +18,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.reactive import reactive
-from textual.widgets import Button, Footer, Static, TabbedContent, TabPane
+from textual.widgets import Button, Static, TabbedContent, TabPane
 
 from minimind.config import RunConfig
 from minimind.errors import MiniMindError
@@ -28,6 +28,7 @@ from minimind.storage.atomic import atomic_write_json
 from minimind.storage.run_store import RunStore
 
 from .messages import EngineEvent, SessionDone, SessionFailed
+from .screens.help import HelpScreen
 from .screens.path_dialog import PathScreen
 from .screens.quit_dialog import QuitScreen
 from .screens.run_detail import RunDetailScreen
@@ -36,12 +37,14 @@ from .screens.text_dialog import TextScreen
 from .sessions import AttachedSession, Session, SessionKind, ThreadSession, launch_new_run, launch_resume
 from .widgets.chat_view import ChatView
 from .widgets.config_form import ConfigForm
+from .widgets.key_bar import KeyBar
 from .widgets.runs_view import RunsView
 from .widgets.status_bar import StatusBar
 from .widgets.train_view import TrainView
 
 DEVICE_REFRESH_S = 2.0
 NARROW_BELOW = 150  # columns: below this the steps table and the curve stack
+TAB_NAMES = {"config": "Config", "train": "Train", "runs": "Runs", "chat": "Chat"}
 
 
 def default_session_factory(kind: str, config: Optional[RunConfig] = None, run_dir: Optional[Path] = None) -> Session:
@@ -74,24 +77,32 @@ class MiniMindApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "minimind-tui"
     ENABLE_COMMAND_PALETTE = False  # the footer's width is better spent on our keys
+    # The footer (KeyBar) shows the bindings with show=True in this order, as many as fit: at 80 columns the
+    # current tab's keys and the run's steering keys, at 100 also the rest; `?` lists every key.
     BINDINGS = [
+        Binding("question_mark,f1", "help", "Help"),
         Binding("s", "start", "Start"),
         Binding("p", "pause_resume", "Pause"),
         Binding("x", "stop", "Stop"),
         Binding("c", "save_now", "Save"),
         Binding("q", "quit", "Quit"),
         Binding("l", "log_scale", "Log-y"),
-        Binding("e", "smoothing", "Smooth"),
+        Binding("e", "smoothing", "EMA"),
+        Binding("k", "checkpoints", "Ckpts"),
         Binding("y", "copy_command", "Command"),
-        Binding("w", "save_config", "Save cfg", show=False),
-        Binding("o", "load_config", "Load cfg", show=False),
-        Binding("r", "refresh_runs", "Refresh", show=False),
-        Binding("1", "tab('config')", "Config", show=False),
-        Binding("2", "tab('train')", "Train", show=False),
-        Binding("3", "tab('runs')", "Runs", show=False),
-        Binding("4", "tab('chat')", "Chat", show=False),
+        Binding("w", "save_config", "Save cfg"),
+        Binding("o", "load_config", "Load cfg"),
+        Binding("r", "refresh_runs", "Refresh"),
+        Binding("1", "tab('config')", "Config tab", show=False),
+        Binding("2", "tab('train')", "Train tab", show=False),
+        Binding("3", "tab('runs')", "Runs tab", show=False),
+        Binding("4", "tab('chat')", "Chat tab", show=False),
+        Binding("escape", "leave_field", "Leave the field (then keys work)", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
+    # Keys that only mean something on one tab: hidden (and inactive) on the others.
+    TAB_ACTIONS = {"log_scale": "train", "smoothing": "train", "checkpoints": "train", "copy_command": "config",
+                   "save_config": "config", "load_config": "config", "refresh_runs": "runs"}
 
     # The current run's state; changing it refreshes the status line, the Start button and which
     # key bindings are enabled.
@@ -126,7 +137,7 @@ class MiniMindApp(App):
         self._chat_view = ChatView(id="chat-view")
         yield self._status_bar
         with self._tabs:
-            with TabPane("Config", id="config"):
+            with TabPane("1 Config", id="config"):
                 with Horizontal(id="form-buttons"):
                     yield self._start_button
                     yield Button("Command (y)", id="btn-command", compact=True)
@@ -134,17 +145,17 @@ class MiniMindApp(App):
                     yield Button("Load config (o)", id="btn-load", compact=True)
                 yield self._run_error
                 yield self._form
-            with TabPane("Train", id="train"):
+            with TabPane("2 Train", id="train"):
                 yield self._train_view
-            with TabPane("Runs", id="runs"):
+            with TabPane("3 Runs", id="runs"):
                 yield self._runs_view
-            with TabPane("Chat", id="chat"):
+            with TabPane("4 Chat", id="chat"):
                 yield self._chat_view
-        yield Footer()
+        yield KeyBar(id="key-bar")
 
     def on_mount(self) -> None:
         self.form_config, _ = self._form.validate()
-        self._apply_layout(self.size.width)
+        self._apply_layout(self.size.width, self.size.height)
         self.set_interval(DEVICE_REFRESH_S, self._refresh_device_line)
         if hasattr(signal, "SIGHUP"):  # an SSH drop: stop and save instead of losing the run
             try:
@@ -157,11 +168,12 @@ class MiniMindApp(App):
             self.action_start()
 
     def on_resize(self, event) -> None:
-        self._apply_layout(event.size.width)
+        self._apply_layout(event.size.width, event.size.height)
 
-    def _apply_layout(self, width: int) -> None:
+    def _apply_layout(self, width: int, height: int) -> None:
         if self._train_view.is_mounted:
             self._train_view.set_stacked(width < NARROW_BELOW)
+            self._train_view.set_height(height)
 
     # ---- state -------------------------------------------------------------------------------
     def exit(self, *args, **kwargs) -> None:
@@ -203,6 +215,9 @@ class MiniMindApp(App):
             return True if not self.active and self.form_config is not None else None
         if action in ("pause_resume", "stop", "save_now"):
             return True if self.active and self.state != RunState.STOPPING else None
+        tab = self.TAB_ACTIONS.get(action)
+        if tab is not None and self._tabs.is_mounted and self._tabs.active != tab:
+            return False
         return True
 
     # ---- starting ----------------------------------------------------------------------------
@@ -319,10 +334,29 @@ class MiniMindApp(App):
     def action_smoothing(self) -> None:
         self._train_view.toggle_smoothing()
 
+    def action_leave_field(self) -> None:
+        """Escape in a text field: focus nothing, so single-letter keys act again instead of typing."""
+        self.screen.set_focus(None)
+
+    def action_checkpoints(self) -> None:
+        self._train_view.toggle_checkpoints()
+
     def action_tab(self, tab: str) -> None:
         self._tabs.active = tab
 
+    def action_help(self) -> None:
+        """The keys of the screen on top (this one or a dialog that binds ?), from its active bindings."""
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            return
+        if screen is self.screen_stack[0]:
+            title = f"{TAB_NAMES.get(self._tabs.active, 'minimind-tui')} tab"
+        else:
+            title = getattr(screen, "HELP_TITLE", type(screen).__name__)
+        self.push_screen(HelpScreen(screen, title))
+
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.refresh_bindings()  # the footer shows the new tab's keys
         if event.pane.id == "runs":
             self._runs_view.reload()
             self.call_after_refresh(self._runs_view.focus_table)
@@ -336,7 +370,8 @@ class MiniMindApp(App):
         if not self.run_device or self._closing_down:
             return
         memory = self._run_memory() if self.active else ""  # a finished run holds none
-        self._train_view.show_device(f"device {self.run_device}" + (f"  ·  memory {memory}" if memory else ""))
+        self._train_view.show_device(f"device {self.run_device}" + (f"  ·  memory {memory}" if memory else ""),
+                                     f"memory {memory}" if memory else "")
 
     def _run_memory(self) -> str:
         """The live run's memory: this process's (or its GPU's) for a thread run, else its process's."""
@@ -373,7 +408,7 @@ class MiniMindApp(App):
                 except OSError as e:
                     self.notify(f"cannot write {path}: {e.strerror}", severity="error")
 
-        self.push_screen(PathScreen("Save the config as", "minimind_config.json", "Save"), save)
+        self.push_screen(PathScreen("Save the config as", "minimind_config.json", "Save", confirm_overwrite=True), save)
 
     def action_load_config(self) -> None:
         def load(path: Optional[str]) -> None:
@@ -428,6 +463,7 @@ class MiniMindApp(App):
             self.exit()
             return
         attached = session.kind == SessionKind.ATTACHED
+        where = "thread" if not attached else "launched" if getattr(session, "process", None) is not None else "attached"
 
         def decide(choice: str | None) -> None:
             if choice in (None, "cancel"):
@@ -443,7 +479,7 @@ class MiniMindApp(App):
                 session.detach()
                 self.notify("asked the run to stop; it saves its resume state", timeout=3)
 
-        self.push_screen(QuitScreen(attached=attached), decide)
+        self.push_screen(QuitScreen(where), decide)
 
     def _hangup(self) -> None:
         """The terminal is gone (SSH drop). Textual cannot shut down cleanly without it (it blocks

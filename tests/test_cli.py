@@ -191,3 +191,21 @@ def test_sigint_saves_and_resume_continues(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"resumed at step {stopped_at}/240" in result.output
     assert store.read_status()["state"] == "finished" and store.read_status()["global_step"] == 240
+
+
+def test_quiet_prints_only_evaluations_and_the_end_and_verbose_every_save(tmp_path):
+    quiet = runner.invoke(app, tiny_args(tmp_path, "--quiet", "--eval_split", "0.25", "--epochs", "1",
+                                         "--run-name", "q"))
+    assert quiet.exit_code == 0, quiet.output
+    lines = [l for l in quiet.output.splitlines() if l.strip()]
+    assert lines and all(l.lstrip().startswith(("eval", "finished")) for l in lines), lines
+    assert any(l.lstrip().startswith("eval") for l in lines) and "finished" in lines[-1]
+    verbose = runner.invoke(app, tiny_args(tmp_path, "--verbose", "--epochs", "1", "--save_interval", "1",
+                                           "--run-name", "v"))
+    assert verbose.exit_code == 0, verbose.output
+    steps = len([l for l in verbose.output.splitlines() if l.startswith("Epoch:")])
+    saves = [l for l in verbose.output.splitlines() if "saved weights" in l]
+    assert steps > 1 and len(saves) == steps
+    assert any("resume state" in l for l in verbose.output.splitlines())
+    both = runner.invoke(app, tiny_args(tmp_path, "--quiet", "--verbose"))
+    assert both.exit_code == 2 and "do not mix" in both.output and "Traceback" not in both.output

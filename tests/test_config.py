@@ -151,6 +151,6 @@ def test_command_for_reproduces_every_setting(arch):
     assert words[:2] == ["minimind", "train"] and (arch == "classic") == ("--arch" not in words)
     command = typer.main.get_command(app).commands["train"]
     ctx = command.make_context("train", words[2:])
-    skip = ("config", "resume", "from_resume", "allow_changed_data")  # not settings
+    skip = ("config", "resume", "from_resume", "allow_changed_data", "quiet", "verbose")  # not settings
     parsed = {k: v for k, v in ctx.params.items() if v is not None and k not in skip}
     assert RunConfig.from_flat(parsed) == config

@@ -192,7 +192,8 @@ def test_a_real_training_run_through_the_app(tmp_path, launch):
             await pilot.press("3")
             runs = app.query_one("#runs-table", DataTable)
             assert await wait_for(pilot, lambda: runs.row_count == 1)
-            assert str(runs.get_row_at(0)[3]) == "finished"
+            labels = [str(c.label) for c in runs.columns.values()]  # the columns that fit the width
+            assert str(runs.get_row_at(0)[labels.index("state")]) == "finished"
 
     asyncio.run(scenario())
     assert (Path(config.train.save_dir) / "minimind_pretrain_32.pth").is_file()
@@ -359,6 +360,8 @@ def test_fine_tune_from_a_run_and_chat_with_it_at_80x24(tmp_path):
             await pilot.press("4")
             chat = app._chat_view
             source = app.query_one("#chat-source")
+            await pilot.pause(0.1)  # at 80x24 both text fields show their line of text
+            assert source.content_region.height == 1 and app.query_one("#chat-input").content_region.height == 1
             source.value = base.run_dir
             source.focus()
             await pilot.press("enter")
@@ -375,5 +378,354 @@ def test_fine_tune_from_a_run_and_chat_with_it_at_80x24(tmp_path):
             message.value = "/reset"
             await pilot.press("enter")
             assert await wait_for(pilot, lambda: chat.chat.messages == [])
+
+    asyncio.run(scenario())
+
+
+# ---- held-out evaluation, 80x24, keys and dialogs ---------------------------------------------------------------
+EVALUATING = {"train": {"eval_split": 0.25, "eval_interval": 2}}
+
+
+def started_with(config, total=20):
+    import dataclasses
+
+    return dataclasses.replace(started(total), config=config)
+
+
+def evaluated(global_step, loss, best):
+    import math
+
+    from minimind.events import EvalDone
+
+    return EvalDone(global_step=global_step, optimizer_step=global_step, eval_loss=loss, eval_ppl=math.exp(loss),
+                    eval_tokens=100, eval_docs=3, best=best)
+
+
+def plain(drawn: str) -> str:
+    """A plotext drawing without its colour codes."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", drawn)
+
+
+def plot_rows(drawn: str) -> int:
+    """Rows inside the plot frame of a plotext drawing."""
+    lines = plain(drawn).splitlines()
+    top = next(i for i, line in enumerate(lines) if "┌" in line)
+    bottom = next(i for i, line in enumerate(lines) if "└" in line)
+    return bottom - top - 1
+
+
+def test_eval_line_and_eval_points_on_the_curve(tmp_path):
+    """A run that evaluates: the eval line appears at the start, shows the last and the best eval (loss, ppl, step),
+    and the curve draws the evaluations as marked points on the step axis, in log scale too."""
+    import math
+
+    from minimind_tui.widgets.loss_curve import EVAL_MARKER, LossCurve
+
+    session = ScriptedSession()
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), session_factory=Factory(session), launch="thread")
+        async with app.run_test(size=SIZE) as pilot:
+            line = app.query_one("#eval-line")
+            assert not line.display
+            await pilot.press("s")
+            session.push(started_with(EVALUATING), *[step(i, 6.0 - i * 0.1) for i in range(1, 5)])
+            assert await wait_for(pilot, lambda: line.display and app.query_one("#steps", StepsTable).row_count == 4)
+            assert "none yet" in line.text and "every 2 optimizer steps" in line.text
+            session.push(evaluated(2, 5.5, True), evaluated(4, 5.25, True), evaluated(6, 5.375, False))
+            assert await wait_for(pilot, lambda: "at step 6" in line.text)
+            assert line.text.startswith("eval   last 5.3750 (ppl 215.94) at step 6")
+            assert "best 5.2500 (ppl 190.57) at step 4" in line.text
+            assert "best 5.2500" in str(line.render()) and "5.3750" in str(line.render())  # what is drawn fits too
+            curve = app.query_one("#curve", LossCurve)
+            assert curve.evals["loss"].steps == [2, 4, 6]
+
+            calls = []
+            scatter = curve.plt.scatter
+            curve.plt.scatter = lambda xs, ys, **kw: (calls.append((list(xs), list(ys), kw)), scatter(xs, ys, **kw))
+            curve.rebuild()
+            assert calls[-1][0] == [2, 4, 6] and calls[-1][1] == [5.5, 5.25, 5.375]
+            assert calls[-1][2]["marker"] == EVAL_MARKER and calls[-1][2]["label"] == "eval"
+            drawn = plain(curve.plt.build())
+            assert EVAL_MARKER in drawn and "eval" in drawn and "raw EMA" in drawn
+            await pilot.press("l")  # the log-scale toggle applies to the eval points as well
+            curve.rebuild()
+            assert calls[-1][1] == pytest.approx([math.log10(v) for v in (5.5, 5.25, 5.375)])
+            assert "(log10)" in curve.plt.build()
+
+            session.push(RunEnded("finished", 20, 20, "/tmp/none/runs/r1"))
+            assert await wait_for(pilot, lambda: app.state == "finished")
+            app._train_view.reset()  # a new run that does not evaluate: no eval line
+            assert not line.display and curve.evals == {}
+
+    asyncio.run(scenario())
+
+
+def test_train_view_at_80x24_fits_every_line_and_keeps_8_plot_rows(tmp_path):
+    from minimind_tui.widgets.loss_curve import LossCurve
+    from minimind_tui.widgets.steps_table import COLUMNS, FULL_WIDTH
+
+    session = ScriptedSession()
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), session_factory=Factory(session), launch="thread")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("s")
+            session.push(started_with(EVALUATING), *[step(i, 6.0 - i * 0.1) for i in range(1, 11)],
+                         evaluated(10, 5.0, True),
+                         *[CheckpointSaved(kind, f"out/runs/r1/{kind}.pt", 10) for kind in ("weights", "resume", "best")])
+            table = app.query_one("#steps", StepsTable)
+            checkpoints = app.query_one("#checkpoints")
+            assert await wait_for(pilot, lambda: table.row_count == 10 and "best" in str(checkpoints.render()))
+            await pilot.pause(1.2)  # a curve redraw
+            lines = str(table.render()).splitlines()
+            assert all(len(line) <= table.size.width <= 80 for line in lines)
+            header, rows, note = lines[0], lines[1:-1], lines[-1]
+            assert rows and all(len(row) == len(header) for row in rows)  # the same columns, one line each
+            assert "pos/s" in note and "metrics.jsonl" in note and "pos/s" not in header
+            assert table.size.width < FULL_WIDTH
+            # the curve: >= 8 rows of plot; the checkpoint list is the newest save on one line
+            curve = app.query_one("#curve", LossCurve)
+            assert plot_rows(curve.plt.build()) >= 8
+            assert checkpoints.size.height == 1
+            assert "best" in str(checkpoints.render()) and "k: all" in str(checkpoints.render())
+            await pilot.press("k")
+            assert await wait_for(pilot, lambda: checkpoints.size.height == 4)
+            assert all(kind in str(checkpoints.render()) for kind in ("weights", "resume", "best"))
+            await pilot.press("k")
+            assert await wait_for(pilot, lambda: checkpoints.size.height == 1)
+            for widget_id in ("#progress-line", "#eval-line", "#device-line"):
+                widget = app.query_one(widget_id)
+                assert len(str(widget.render())) <= widget.size.width, widget_id
+
+            await pilot.resize_terminal(100, 30)  # wider: every column, no note; taller: the full checkpoint list
+            assert await wait_for(pilot, lambda: table.size.width >= FULL_WIDTH and checkpoints.size.height == 4)
+            lines = str(table.render()).splitlines()
+            assert all(c.label in lines[0] for c in COLUMNS) and "metrics.jsonl" not in lines[-1]
+            assert all(len(line) == len(lines[0]) for line in lines[1:])
+            session.push(RunEnded("finished", 20, 20, "/tmp/none/runs/r1"))
+            assert await wait_for(pilot, lambda: app.state == "finished")
+
+    asyncio.run(scenario())
+
+
+def test_steps_table_columns_fit_any_width():
+    from minimind_tui.widgets.steps_table import COLUMNS, FULL_WIDTH, StepsTable, columns_for, hidden_note, row_cells
+
+    big = StepLogged(epoch=123, epochs=400, step=123456, iters=234567, global_step=10**7, total_steps=10**8,
+                     loss=12.3456789, logits_loss=1e6, aux_loss=1234.5, lr=1.5e-7, grad_norm=123456.0, tokens=1,
+                     tokens_per_s=12_345_678.0, positions_per_s=float("inf"), step_time=1.0, elapsed=1.0,
+                     epoch_eta=500_000.0, total_eta=float("nan"))
+    cells = row_cells(big)
+    assert all(len(cell) <= c.width for cell, c in zip(cells, COLUMNS))  # no cell overflows its column
+    assert columns_for(FULL_WIDTH) == COLUMNS
+    labels = [c.label for c in columns_for(80)]
+    assert "pos/s" not in labels and "loss" in labels and "step" in labels
+    narrow = [c.label for c in columns_for(40)]
+    assert narrow[:3] == ["ep", "step", "loss"] and "ETA ep" not in narrow
+    assert sum(c.width for c in columns_for(60)) + len(columns_for(60)) - 1 <= 60
+    assert "metrics.jsonl" in hidden_note([COLUMNS[-1]], 80) and len(hidden_note([COLUMNS[-1]], 30)) <= 30
+    table = StepsTable()
+    indices, header, note = table.layout_for(70)
+    assert len(header) <= 70 and note and [COLUMNS[i] for i in indices] == columns_for(70)
+
+
+def test_runs_view_and_run_detail_show_the_best_eval_at_80x24(tmp_path):
+    from textual.widgets import Button
+
+    from minimind.engine.trainer import Trainer
+    from minimind.storage.run_store import RunStore, RunSummary
+    from minimind_tui.screens.run_detail import RunDetailScreen
+    from minimind_tui.widgets.loss_curve import LossCurve
+
+    config = tiny_config(tmp_path, epochs=1, save_interval=0, eval_split=0.25, eval_interval=2, run_name="evals")
+    ended = Trainer(config).run()
+    summary = RunSummary.of(RunStore(ended.run_dir))
+    assert summary.best_eval is not None and len(summary.evals) >= 2
+
+    async def scenario(size):
+        app = make_app(config)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("3")
+            runs = app.query_one("#runs-table", DataTable)
+            assert await wait_for(pilot, lambda: runs.row_count == 1)
+            labels = [str(c.label) for c in runs.columns.values()]
+            assert "best eval" in labels and "state" in labels and "run" in labels
+            assert str(runs.get_row_at(0)[labels.index("best eval")]) == f"{summary.best_eval:.4f}"
+            assert runs.virtual_size.width <= runs.size.width  # no column off the edge
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen))
+            screen = app.screen
+            await pilot.pause(0.2)
+            losses = screen.query_one("#detail-losses")
+            assert f"eval best {summary.best_eval:.4f}" in str(losses.render())
+            assert len(str(losses.render())) <= losses.size.width
+            curve = screen.query_one("#detail-curve", LossCurve)
+            assert [(s, v) for s, v in zip(curve.evals["evals"].steps, curve.evals["evals"].values[False])] \
+                == summary.evals
+            assert plot_rows(curve.plt.build()) >= 8
+            for button in screen.query(Button):  # every action is on screen, Back is the default
+                assert button.region.right <= size[0] and button.region.bottom <= size[1] - 1, button.id
+            assert screen.focused is screen.query_one("#back", Button)
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: not isinstance(app.screen, RunDetailScreen))
+
+    for size in ((80, 24), (100, 30)):
+        asyncio.run(scenario(size))
+
+
+class _Launched(ScriptedSession):
+    """A scripted run in another process that this app launched (it has a process) or only follows."""
+
+    def __init__(self, process):
+        super().__init__()
+        from minimind_tui.sessions import SessionKind
+
+        self.kind = SessionKind.ATTACHED
+        self.process = process
+
+
+@pytest.mark.parametrize("where,session,title,keep", [
+    ("thread", lambda: ScriptedSession(), "trains inside this app", "Keep running"),
+    ("launched", lambda: _Launched(process=object()), "background process this app started", "Leave it running"),
+    ("attached", lambda: _Launched(process=None), "started elsewhere", "Leave it running"),
+])
+def test_quit_dialog_words_and_enter_is_the_safe_choice(tmp_path, where, session, title, keep):
+    from textual.widgets import Button
+
+    run = session()
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), session_factory=Factory(run))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("s")
+            run.push(started())
+            assert await wait_for(pilot, lambda: app.state == "running")
+            await pilot.press("q")
+            assert isinstance(app.screen, QuitScreen) and app.screen.where == where
+            text = " ".join(str(s.render()) for s in app.screen.query(Static))
+            assert title in text
+            assert str(app.screen.query_one("#keep", Button).label).startswith(keep)
+            assert app.screen.focused.id == "cancel"
+            for button in app.screen.query(Button):
+                assert button.region.right <= 80, button.id
+            await pilot.press("enter")  # the default: nothing stops
+            assert not isinstance(app.screen, QuitScreen) and app.state == "running" and run.commands == []
+            await pilot.press("q")
+            await pilot.press("s")  # stopping takes its own key
+            assert run.commands[0] == "stop" and app.state in ("stopping", "stopped")
+            run.push(RunEnded("stopped", 5, 20, "/tmp/none/runs/r1", resumable=True))
+            assert await wait_for(pilot, lambda: app.return_code is not None, 10)
+
+    asyncio.run(scenario())
+
+
+def test_help_lists_every_key_from_the_bindings_and_follows_new_ones(tmp_path):
+    from minimind_tui.screens.help import HelpScreen
+    from minimind_tui.screens.run_detail import RunDetailScreen
+
+    config = tiny_config(tmp_path, epochs=1, save_interval=0)
+
+    def help_shown(app) -> str:
+        return str(app.screen.query_one("#help-text").render())
+
+    async def scenario():
+        app = make_app(config, session_factory=Factory())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            shown = help_shown(app)
+            assert "Keys: Train tab" in str(app.screen.query_one(".dialog-title").render())
+            for binding in app.BINDINGS:  # every described app key, whichever tab it belongs to
+                assert binding.description and binding.description in shown, binding
+            assert "Older step" in shown  # the steps table's keys, once it is focused
+            assert "on the Config tab" in shown and "Save cfg" in shown
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+            app.bind("z", "bell", description="Ring the terminal bell")  # a key added later is listed as is
+            await pilot.press("f1")
+            assert "Ring the terminal bell" in help_shown(app)
+            await pilot.press("escape")
+
+            from minimind.engine.trainer import Trainer
+
+            ended = Trainer(config).run()
+            app.push_screen(RunDetailScreen(Path(ended.run_dir), config.train.save_dir))
+            await pilot.pause(0.2)
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            shown = help_shown(app)
+            for binding in RunDetailScreen.BINDINGS:
+                assert binding.description in shown, binding
+            assert "Keys: run detail" in str(app.screen.query_one(".dialog-title").render())
+
+    asyncio.run(scenario())
+
+
+def test_footer_shows_what_fits_and_help_comes_first(tmp_path):
+    from minimind_tui.widgets.key_bar import KeyBar
+
+    async def scenario():
+        shown = {}
+        for width in (80, 100):
+            app = make_app(tiny_config(tmp_path), session_factory=Factory())
+            async with app.run_test(size=(width, 24)) as pilot:
+                await pilot.pause(0.2)
+                bar = app.query_one(KeyBar)
+                items = bar.shown(width)
+                line = str(bar.render())
+                assert items[0][:2] == ("?", "Help") and len(line) <= width
+                assert line.count("  ") == len(items) - 1 + line.startswith("  ")  # whole keys, never cut
+                shown[width] = {description for _, description, _ in items}
+                all_items = {description for _, description, _ in bar.items()}
+                assert {"Start", "Quit", "Command", "Save cfg", "Load cfg"} <= all_items  # the Config tab's keys
+                assert "Log-y" not in all_items  # a Train tab key is hidden here (and listed by ?)
+                await pilot.press("2")
+                await pilot.pause(0.1)
+                assert {"Pause", "Log-y", "EMA", "Ckpts"} <= {d for _, d, _ in bar.shown(width)}
+        assert shown[80] < shown[100]  # wider: more keys
+
+    asyncio.run(scenario())
+
+
+def test_saving_a_config_over_an_existing_file_takes_a_second_enter(tmp_path):
+    import json
+
+    path = tmp_path / "saved.json"
+    path.write_text("{}")
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path, epochs=3), session_factory=Factory())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("w")
+            app.screen.query_one("#path-input").value = str(path)
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert "exists" in str(app.screen.query_one("#path-note").render()) and path.read_text() == "{}"
+            await pilot.press("enter")  # the second Enter replaces it
+            assert await wait_for(pilot, lambda: path.read_text() != "{}")
+            assert json.loads(path.read_text())["train"]["epochs"] == 3
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("process", [object(), None])
+def test_leaving_a_background_or_attached_run_running_only_detaches(tmp_path, process):
+    run = _Launched(process=process)
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), session_factory=Factory(run))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("s")
+            run.push(started())
+            assert await wait_for(pilot, lambda: app.state == "running")
+            await pilot.press("q")
+            assert isinstance(app.screen, QuitScreen)
+            await pilot.press("l")
+            assert await wait_for(pilot, lambda: app.return_code is not None, 10)
+            assert run.commands == ["detach"]  # never asked to stop
 
     asyncio.run(scenario())

@@ -1,4 +1,9 @@
-"""The seed's training loss."""
+"""The seed's training loss, and the same loss computed on real targets only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -9,3 +14,45 @@ def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch
     raw = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
     mask = loss_mask.reshape(-1)
     return (raw * mask).sum() / (mask.sum() + 1e-8)
+
+
+@dataclass
+class Batch:
+    """A micro-batch as the model sees it. With `at` set, the model computes logits only at those
+    flat positions of `inputs` and `targets` holds just their targets; otherwise `targets` and
+    `loss_mask` are the full (B, T) tensors."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    loss_mask: torch.Tensor
+    at: Optional[torch.Tensor] = None
+
+    def to(self, device: torch.device) -> "Batch":
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
+        return Batch(move(self.inputs), move(self.targets), move(self.loss_mask),
+                     None if self.at is None else move(self.at))
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.at is None:
+            return masked_lm_loss(logits, self.targets, self.loss_mask)
+        # Positions with mask 0 add exactly 0 to the seed's sum: leaving them out is the same loss.
+        return F.cross_entropy(logits, self.targets, reduction="none").sum() / (self.loss_mask.sum() + 1e-8)
+
+
+def real_targets_only(X: torch.Tensor, Y: torch.Tensor, loss_mask: torch.Tensor, trim: bool) -> Batch:
+    """The batch reduced to its real targets, on the host (no device sync). With `trim`, the columns
+    after the last real target go too: in a causal model no earlier position sees them, so only MoE
+    routing statistics and dropout's random draws would notice (the caller decides)."""
+    mask = loss_mask.bool()
+    if trim:
+        columns = mask.any(dim=0).nonzero()
+        keep = int(columns[-1]) + 1 if columns.numel() else 1
+        if keep < X.shape[1]:
+            X, Y, mask, loss_mask = X[:, :keep], Y[:, :keep], mask[:, :keep], loss_mask[:, :keep]
+    flat = mask.reshape(-1)
+    if bool(flat.all()):  # packed rows: nothing to skip
+        return Batch(X, Y, loss_mask)
+    at = flat.nonzero().squeeze(1)
+    return Batch(X, Y.reshape(-1)[at], loss_mask, at)

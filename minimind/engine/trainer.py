@@ -39,8 +39,9 @@ from ..families import Family
 from ..models.shared import count_parameters
 from ..stages import Stage
 from ..storage.atomic import remove_stale_temp_files
-from ..storage.checkpoint import (WeightsLock, apply_weights, load_resume_state, rng_state, save_resume_state,
-                                  save_weights, set_rng_state, unwrap)
+from ..storage.background import BackgroundWriter
+from ..storage.checkpoint import (WeightsLock, apply_weights, atomic_torch_save, load_resume_state, rng_state,
+                                  save_resume_state, save_weights, set_rng_state, unwrap, weights_snapshot)
 from ..storage.run_store import RunStore, StorageError
 from ..tokenizer import load_tokenizer
 from ..weights import load_state_for, require_file
@@ -49,7 +50,7 @@ from .control import RunControl
 from .distributed import World, current_world
 from .environment import Precision, describe_device, resolve_precision
 from .evaluation import Evaluator
-from .loss import masked_lm_loss
+from .loss import Batch, real_targets_only
 from .schedule import learning_rate
 from .trackers import make_tracker
 
@@ -153,6 +154,7 @@ class Trainer:
         self._last_resume_save = 0.0
         self._resume_saved_at = -1
         self.store, self.weights_file, self.weights_lock = None, None, None
+        self.saver = BackgroundWriter()
         try:
             resume_state = self._load_resume_state(self.resume_dir, overrides or {}) if self.resume_dir else None
             if resume_state is None:
@@ -279,6 +281,9 @@ class Trainer:
             device = self.precision.device
             self.wrapped = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.forward = torch.compile(self.wrapped) if train.compile else self.wrapped
+        # Cutting trailing padding columns is exact for a causal dense model; MoE routing statistics
+        # and dropout's random draws see every column.
+        self._trim_padding = train.skip_padding and not cfg.use_moe and cfg.dropout == 0
 
     def _build_optimizer(self, resume_state: Optional[dict]) -> None:
         train = self.config.train
@@ -360,6 +365,7 @@ class Trainer:
         try:
             if self._train_epochs():
                 status = RunState.STOPPED
+            self._report_saves(wait=True)
             self._save_resume()
         except MiniMindError as e:
             status, error = RunState.FAILED, str(e)
@@ -375,6 +381,7 @@ class Trainer:
             except OSError:  # the disk that failed may be this one: the one line still goes out
                 pass
         finally:
+            self._wait_for_saves()
             self._shutdown_loader()
             if status != RunState.FAILED:  # a failed rank must not wait at a barrier the others never reach
                 distributed.shutdown(self.world)
@@ -390,6 +397,13 @@ class Trainer:
         finally:
             self._release()
         return ended
+
+    def _wait_for_saves(self) -> None:
+        """A write still in flight after a failure finishes (or fails) before the files are let go."""
+        try:
+            self.saver.finished(wait=True)
+        except BaseException:  # the run already failed with its own error
+            pass
 
     def _release(self) -> None:
         """Let go of the run and its weights file (another process may train them now)."""
@@ -442,6 +456,7 @@ class Trainer:
                         and not self._poisoned:
                     self._save_weights()
                 window = _Window()
+                self._report_saves()
                 if train.eval_interval and self.optimizer_step % train.eval_interval == 0:
                     self._evaluate()
                 if self._handle_control():
@@ -475,15 +490,17 @@ class Trainer:
 
     def _forward_backward(self, X, Y, loss_mask, divisor: int, sync: bool = True):
         """One micro-step; returns its loss and aux loss (detached, undivided)."""
-        device = self.precision.device
-        X, Y, loss_mask = (t.to(device, non_blocking=True) for t in (X, Y, loss_mask))
+        if self.config.train.skip_padding:
+            batch = real_targets_only(X, Y, loss_mask, trim=self._trim_padding).to(self.precision.device)
+        else:
+            batch = Batch(X, Y, loss_mask).to(self.precision.device)
         # Inside an accumulation window DDP skips the gradient all-reduce until the last micro-step.
         no_sync = self.wrapped.no_sync() if isinstance(self.wrapped, DistributedDataParallel) and not sync \
             else contextlib.nullcontext()
         with no_sync:
             with self.precision.autocast():
-                res = self.forward(X)
-                loss = masked_lm_loss(res.logits, Y, loss_mask) + res.aux_loss
+                res = self.forward(batch.inputs, logits_at=batch.at) if batch.at is not None else self.forward(batch.inputs)
+                loss = batch.loss(res.logits) + res.aux_loss
             self.scaler.scale(loss / divisor).backward()
         return loss.detach(), res.aux_loss.detach()
 
@@ -559,6 +576,7 @@ class Trainer:
         if save:
             self._save_now()
         if paused and not stop:
+            self._report_saves(wait=True)
             self._emit(StateChanged(RunState.PAUSED, "pause requested"))
             while paused and not stop:
                 self.control.wait(PAUSE_POLL_S) if self.world.is_main else time.sleep(PAUSE_POLL_S)
@@ -617,16 +635,23 @@ class Trainer:
         if not self._weights_finite():
             self._emit(Alert("not saving weights: non-finite numbers were seen, the weights may be corrupt"))
             return
-        path = self.weights_file
-        _writing(path, lambda: save_weights(self.model, path))
-        self._emit(CheckpointSaved("weights", str(path), self.micro_step))
+        path, state = self.weights_file, weights_snapshot(self.model)
+        # Written while the next step trains; its CheckpointSaved is reported once the file is in place.
+        self._report_saves(self.saver.submit(lambda: _writing(path, lambda: atomic_torch_save(state, path)),
+                                             CheckpointSaved("weights", str(path), self.micro_step)))
         if time.monotonic() - self._last_resume_save >= self.config.train.resume_every_s or self._resume_saved_at < 0:
             self._save_resume()
 
     def _save_now(self) -> None:
-        """A save-now request: weights and the exact-resume state."""
+        """A save-now request: weights and the exact-resume state, both on disk when this returns."""
         self._save_weights()
         self._save_resume()
+        self._report_saves(wait=True)
+
+    def _report_saves(self, finished: Optional[list] = None, wait: bool = False) -> None:
+        """Emit the CheckpointSaved of background writes that are done (raising one that failed)."""
+        for event in (finished if finished is not None else self.saver.finished(wait=wait)):
+            self._emit(event)
 
     def _save_resume(self) -> None:
         if self.store is None or self._resume_saved_at == self.micro_step or not self._weights_finite():

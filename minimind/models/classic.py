@@ -4,7 +4,8 @@ A classic `.pth` loads here with `strict=True` and gives the same logits. Differ
 deliberate and do not change what a classic checkpoint computes:
 - RoPE tables are built lazily and linearly in sequence length (MiniMind also keeps a
   max_seq_len x max_seq_len mask buffer per layer: 8192^2 floats = 256 MB each at the default).
-- RoPE uses the real-valued form of the same complex product (torch.compile friendly).
+- Under torch.compile RoPE uses the real-valued form of the same complex product (inductor has no
+  complex numbers); eager mode multiplies complex numbers as MiniMind does, one kernel, same bits.
 - MoE experts keep the activation dtype (MiniMind's training path rounds expert outputs to fp16).
 - Chunked prefill with a KV cache gets a correct causal mask, and `generate()` handles batches of
   prompts of different lengths (left padding with an attention mask).
@@ -33,19 +34,22 @@ class RMSNorm(nn.Module):
         return self.weight * (x.float() * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)
 
 
-def rope_tables(head_dim: int, end: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of MiniMind's `pos_cis` (polar(1, outer(t, freqs))), each (end, head_dim // 2)."""
+def rope_tables(head_dim: int, end: int, theta: float) -> torch.Tensor:
+    """MiniMind's `pos_cis` = polar(1, outer(t, freqs)) as real pairs (cos, sin): (end, head_dim // 2, 2)."""
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
     angles = torch.outer(torch.arange(end, dtype=torch.float32), freqs)
-    return torch.cos(angles), torch.sin(angles)
+    return torch.view_as_real(torch.polar(torch.ones_like(angles), angles)).contiguous()
 
 
-def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ADJACENT pairs (x0,x1),(x2,x3)... of x (B, T, H, hd) in fp32, as MiniMind's complex form."""
+def apply_rotary_emb(x: torch.Tensor, pos_cis: torch.Tensor) -> torch.Tensor:
+    """Rotate ADJACENT pairs (x0,x1),(x2,x3)... of x (B, T, H, hd) in fp32 by pos_cis (T, hd // 2, 2)."""
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)
-    x0, x1 = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    rot = pos_cis[None, :, None]
+    if torch.compiler.is_compiling():  # the same product in real numbers (inductor has no complex)
+        x0, x1, cos, sin = pairs[..., 0], pairs[..., 1], rot[..., 0], rot[..., 1]
+        rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    else:
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rot))
     return rotated.flatten(3).type_as(x)
 
 
@@ -65,14 +69,14 @@ class Attention(nn.Module):
         self.dropout = config.dropout
         self.flash = config.flash_attn
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    def forward(self, x: torch.Tensor, pos_cis: torch.Tensor,
                 past_key_value: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
                 use_cache: bool = False, attn_mask: Optional[torch.Tensor] = None):
         bsz, seq_len, _ = x.shape
         xq = self.wq(x).view(bsz, seq_len, self.n_heads, self.head_dim)
         xk = self.wk(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
         xv = self.wv(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
-        xq, xk = apply_rotary_emb(xq, cos, sin), apply_rotary_emb(xk, cos, sin)
+        xq, xk = apply_rotary_emb(xq, pos_cis), apply_rotary_emb(xk, pos_cis)
         if past_key_value is not None:
             xk = torch.cat([past_key_value[0], xk], dim=1)
             xv = torch.cat([past_key_value[1], xv], dim=1)
@@ -196,15 +200,14 @@ class MiniMindBlock(nn.Module):
         self.ffn_norm = RMSNorm(config.dim, eps=config.norm_eps)
         self.feed_forward = MOEFeedForward(config) if config.use_moe else FeedForward(config)
 
-    def forward(self, x, cos, sin, past_key_value=None, use_cache=False, attn_mask=None):
-        h_attn, past_kv = self.attention(self.attention_norm(x), cos, sin, past_key_value, use_cache, attn_mask)
+    def forward(self, x, pos_cis, past_key_value=None, use_cache=False, attn_mask=None):
+        h_attn, past_kv = self.attention(self.attention_norm(x), pos_cis, past_key_value, use_cache, attn_mask)
         h = x + h_attn
         return h + self.feed_forward(self.ffn_norm(h)), past_kv
 
 
 class MiniMindLM(GenerationMixin, nn.Module):
-    rope_cos: torch.Tensor
-    rope_sin: torch.Tensor
+    pos_cis: torch.Tensor
 
     def __init__(self, config: Optional[LMConfig] = None):
         super().__init__()
@@ -217,30 +220,32 @@ class MiniMindLM(GenerationMixin, nn.Module):
         self.norm = RMSNorm(config.dim, eps=config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         self.tok_embeddings.weight = self.output.weight  # tied: output init wins, as in MiniMind
-        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("pos_cis", rope_tables(config.head_dim, config.max_seq_len, config.rope_theta),
+                             persistent=False)
 
-    def _rope(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope(self, start: int, length: int) -> torch.Tensor:
         end = start + length
-        if end > self.rope_cos.shape[0]:  # generation past max_seq_len: extend, as RoPE allows
-            cos, sin = rope_tables(self.config.head_dim, max(end, 2 * self.rope_cos.shape[0]), self.config.rope_theta)
-            self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
-        return self.rope_cos[start:end], self.rope_sin[start:end]
+        if end > self.pos_cis.shape[0]:  # generation past max_seq_len: extend, as RoPE allows
+            table = rope_tables(self.config.head_dim, max(end, 2 * self.pos_cis.shape[0]), self.config.rope_theta)
+            self.pos_cis = table.to(self.pos_cis.device)
+        return self.pos_cis[start:end]
 
     def forward(self, input_ids: torch.Tensor, past_key_values: Optional[KVCache] = None,
                 use_cache: bool = False, start_pos: int = 0,
-                attention_mask: Optional[torch.Tensor] = None) -> ModelOutput:
-        """attention_mask: optional (B, T_total) bool/0-1, True for real tokens (keys), for padded batches."""
+                attention_mask: Optional[torch.Tensor] = None, logits_at: Optional[torch.Tensor] = None) -> ModelOutput:
+        """attention_mask: optional (B, T_total) bool/0-1, True for real tokens (keys), for padded batches.
+        logits_at: optional flat positions (into B*T): logits (N, V) only there (training skips padding)."""
         past_key_values = past_key_values or [None for _ in self.layers]
         seq_len = input_ids.size(1)
-        cos, sin = self._rope(start_pos, seq_len)
+        pos_cis = self._rope(start_pos, seq_len)
         attn_mask = padding_mask(attention_mask, seq_len) if attention_mask is not None else None
         h = self.dropout(self.tok_embeddings(input_ids))
         presents = []
         for layer, past in zip(self.layers, past_key_values):
-            h, present = layer(h, cos, sin, past, use_cache, attn_mask)
+            h, present = layer(h, pos_cis, past, use_cache, attn_mask)
             presents.append(present)
+        if logits_at is not None:  # norm and output are per position: the others need not be computed
+            h = h.reshape(-1, h.shape[-1]).index_select(0, logits_at)
         logits = self.output(self.norm(h))
         aux_loss = logits.new_zeros((), dtype=torch.float32)
         for layer in self.layers:

@@ -232,8 +232,9 @@ class MiniMind3ForCausalLM(GenerationMixin, nn.Module):
 
     def forward(self, input_ids: torch.Tensor, past_key_values: Optional[KVCache] = None,
                 use_cache: bool = False, start_pos: int = 0,
-                attention_mask: Optional[torch.Tensor] = None) -> ModelOutput:
-        """attention_mask: optional (B, T_total) bool/0-1, True for real tokens (keys), for padded batches."""
+                attention_mask: Optional[torch.Tensor] = None, logits_at: Optional[torch.Tensor] = None) -> ModelOutput:
+        """attention_mask: optional (B, T_total) bool/0-1, True for real tokens (keys), for padded batches.
+        logits_at: optional flat positions (into B*T): logits (N, V) only there (training skips padding)."""
         past_key_values = past_key_values or [None for _ in self.model.layers]
         seq_len = input_ids.size(1)
         cos, sin = self.model.rope(start_pos, seq_len)
@@ -243,6 +244,8 @@ class MiniMind3ForCausalLM(GenerationMixin, nn.Module):
         for layer, past in zip(self.model.layers, past_key_values):
             h, present = layer(h, cos, sin, past, use_cache, attn_mask)
             presents.append(present)
+        if logits_at is not None:  # norm and output are per position: the others need not be computed
+            h = h.reshape(-1, h.shape[-1]).index_select(0, logits_at)
         logits = self.lm_head(self.model.norm(h))
         aux_loss = logits.new_zeros((), dtype=torch.float32)
         for layer in self.model.layers:

@@ -54,10 +54,14 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def weights_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """fp16 CPU copy of the state_dict (never a view of the live weights), as the seed saves it."""
+    return {k: v.detach().to("cpu", torch.float16, copy=True) for k, v in unwrap(model).state_dict().items()}
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """fp16 CPU copy of the state_dict with classic keys, as the seed saves it (atomically)."""
-    state = {k: v.detach().half().cpu() for k, v in unwrap(model).state_dict().items()}
-    atomic_torch_save(state, path)
+    """The weights file MiniMind writes, written atomically."""
+    atomic_torch_save(weights_snapshot(model), path)
 
 
 def safe_load(path: str | os.PathLike, what: str) -> Any:

@@ -1,7 +1,10 @@
-"""One past run: its settings, curve (optionally overlaid with another run's), checkpoints, actions."""
+"""One past run: its settings, curve with its evaluations (optionally overlaid with another run's),
+checkpoints, actions. Fits 80x24: two title lines, the actions and the overlay choice on one line of
+compact buttons, the keys in the footer (? lists them all)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from textual.app import ComposeResult
@@ -16,22 +19,54 @@ from minimind.events import RunState
 from minimind.formatting import format_duration, format_loss
 from minimind.storage.run_store import RunStore, RunSummary, list_runs
 
+from ..widgets.key_bar import KeyBar
 from ..widgets.loss_curve import LossCurve
+from ..widgets.text_line import TextLine
+from ..widgets.train_view import format_ppl, shorten_path
+
+ACTIONS = ("attach", "resume", "sample", "chat", "finetune")
+
+
+def loss_lines(s: RunSummary) -> tuple[str, ...]:
+    """The losses and evaluations of a run, longest wording first (TextLine draws the longest that fits)."""
+    losses = f"loss last {format_loss(s.last_loss)}  best {format_loss(s.best_loss)}"
+    finite = [(step, loss) for step, loss in s.evals if math.isfinite(loss)]
+    if not finite:
+        return (losses,)
+    best_step, best = min(finite, key=lambda p: p[1])
+    last_step, last = s.evals[-1]
+    ppl = format_ppl(math.exp(min(best, 700)))
+    return (f"{losses}  ·  eval best {best:.4f} (ppl {ppl}, step {best_step})  last {format_loss(last)} "
+            f"(step {last_step})",
+            f"{losses}  ·  eval best {best:.4f} @{best_step} (ppl {ppl})  last {format_loss(last)}",
+            f"loss {format_loss(s.last_loss)} best {format_loss(s.best_loss)} · eval best {best:.4f} @{best_step} "
+            f"last {format_loss(last)}")
 
 
 class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
     """Dismisses with ("resume" | "attach" | "sample" | "chat" | "finetune", run path) or None."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Back"), Binding("l", "log_scale", "Log-y"),
-                Binding("e", "smoothing", "Smoothing")]
+    HELP_TITLE = "run detail"
+    BINDINGS = [
+        Binding("question_mark,f1", "app.help", "Help"),
+        Binding("escape", "dismiss(None)", "Back"),
+        Binding("r", "press('resume')", "Resume"),
+        Binding("a", "press('attach')", "Attach"),
+        Binding("t", "press('sample')", "Sample text"),
+        Binding("c", "press('chat')", "Chat"),
+        Binding("f", "press('finetune')", "Fine-tune"),
+        Binding("l", "log_scale", "Log-y"),
+        Binding("e", "smoothing", "EMA"),
+    ]
 
     def __init__(self, path: Path, save_dir: str) -> None:
         super().__init__()
         self.store = RunStore(path)
         self.save_dir = save_dir
+        self.summary = RunSummary.of(self.store)
 
     def compose(self) -> ComposeResult:
-        s = RunSummary.of(self.store)
+        s = self.summary
         try:
             c = RunConfig.from_dict(self.store.read_config())
             m, t = c.model, c.train
@@ -41,29 +76,43 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
         except MiniMindError as e:
             settings = f"config unreadable: {e}"
         others = [(st.run_id, str(st.path)) for st in reversed(list_runs(self.save_dir)) if st.path != self.store.path]
-        with Vertical(classes="dialog full"):
+        with Vertical(classes="dialog full", id="detail-dialog"):
             yield Static(f"run {s.run_id}  ·  {s.state}  ·  steps {s.global_step}/{s.total_steps}  ·  "
-                         f"last {format_loss(s.last_loss)}  best {format_loss(s.best_loss)}  ·  {format_duration(s.duration)}",
-                         classes="dialog-title")
+                         f"{format_duration(s.duration)}", classes="dialog-title", id="detail-title")
+            losses = TextLine("", id="detail-losses")
+            losses.set(*loss_lines(s))
+            yield losses
             yield Static(settings, id="detail-settings")
             yield LossCurve(title=f"loss {s.run_id}", id="detail-curve")
-            yield Static("\n".join(f"{k}: {v}" for k, v in sorted(s.checkpoints.items())) or "no checkpoints",
-                         id="detail-checkpoints")
-            with Horizontal(classes="dialog-buttons"):
+            yield Static("", id="detail-checkpoints")
+            with Horizontal(classes="dialog-buttons", id="detail-buttons"):
                 live = s.state.live
-                yield Button("Attach", id="attach", variant="primary", disabled=not live)
-                yield Button("Resume", id="resume", variant="success",
+                yield Button("Resume", id="resume", variant="success", compact=True,
                              disabled=live or not s.resumable or s.state == RunState.FINISHED)
-                yield Button("Sample text", id="sample")
-                yield Button("Chat", id="chat")
-                yield Button("Fine-tune from this run", id="finetune", disabled=live)
-                yield Select(others, prompt="overlay another run", id="overlay")
-                yield Button("Back", id="back")
+                yield Button("Attach", id="attach", variant="primary", disabled=not live, compact=True)
+                yield Button("Sample", id="sample", compact=True)
+                yield Button("Chat", id="chat", compact=True)
+                yield Button("Fine-tune", id="finetune", disabled=live, compact=True)
+                yield Button("Back", id="back", compact=True)
+                yield Select(others, prompt="overlay another run", id="overlay", compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
         curve = self.query_one("#detail-curve", LossCurve)
         metrics = self.store.read_metrics()
         curve.set_series(self.store.run_id, [m["global_step"] for m in metrics], [m["loss"] for m in metrics])
+        if self.summary.evals:
+            curve.set_evals(self.store.run_id, self.summary.evals)
+        self.query_one("#back", Button).focus()  # Enter = the safe choice
+        self._show_checkpoints()
+
+    def on_resize(self) -> None:
+        self._show_checkpoints()
+
+    def _show_checkpoints(self) -> None:
+        width = max(self.size.width - 4, 20)
+        lines = [f"{kind:<8}{shorten_path(str(path), width - 8)}" for kind, path in sorted(self.summary.checkpoints.items())]
+        self.query_one("#detail-checkpoints", Static).update("\n".join(lines) or "no checkpoints")
 
     def on_select_changed(self, event: Select.Changed) -> None:
         curve = self.query_one("#detail-curve", LossCurve)
@@ -73,6 +122,9 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
             other = RunStore(Path(str(event.value)))
             metrics = other.read_metrics()
             curve.set_series(other.run_id, [m["global_step"] for m in metrics], [m["loss"] for m in metrics])
+            other_evals = RunSummary.of(other).evals
+            if other_evals:
+                curve.set_evals(other.run_id, other_evals)
         curve.bring_to_front(self.store.run_id)  # this run's curve over the overlay
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -80,6 +132,18 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
             self.dismiss(None)
         else:
             self.dismiss((event.button.id or "", self.store.path))
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "press" and parameters:
+            buttons = self.query(f"#{parameters[0]}").results(Button)
+            return None if any(b.disabled for b in buttons) else True
+        return True
+
+    def action_press(self, button_id: str) -> None:
+        if button_id in ACTIONS:
+            button = self.query_one(f"#{button_id}", Button)
+            if not button.disabled:
+                self.dismiss((button_id, self.store.path))
 
     def action_log_scale(self) -> None:
         self.query_one("#detail-curve", LossCurve).toggle_log_scale()

@@ -17,12 +17,14 @@ from minimind.config import SamplingConfig
 from minimind.errors import MiniMindError
 
 from ..messages import SampleText
+from ..widgets.key_bar import KeyBar
 
 DEFAULTS = SamplingConfig()
 
 
 class SampleScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "dismiss", "Back")]
+    HELP_TITLE = "sample text"
 
     def __init__(self, source: Path) -> None:
         super().__init__()
@@ -30,22 +32,23 @@ class SampleScreen(ModalScreen[None]):
         self.text = ""
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog full"):
+        with Vertical(classes="dialog full", id="sample-dialog"):
             yield Static(f"sample from {self.source}", classes="dialog-title")
-            with Horizontal(classes="field-row"):
-                yield Label("prompt", classes="field-name")
-                yield Input("", placeholder="text to continue", id="prompt")
-            with Horizontal(classes="field-row"):
-                yield Label("max new tokens", classes="field-name")
-                yield Input(str(DEFAULTS.max_new_tokens), id="max-new-tokens", classes="short")
-                yield Label("temperature", classes="field-name")
-                yield Input(str(DEFAULTS.temperature), id="temperature", classes="short")
-                yield Label("top-p", classes="field-name")
-                yield Input(str(DEFAULTS.top_p), id="top-p", classes="short")
+            with Horizontal(classes="field-row sample-row"):
+                yield Label("prompt", classes="sample-label")
+                yield Input("", placeholder="text to continue, then Enter", id="prompt", compact=True)
+            with Horizontal(classes="field-row sample-row"):
+                yield Label("max new tokens", classes="sample-label")
+                yield Input(str(DEFAULTS.max_new_tokens), id="max-new-tokens", classes="short", compact=True)
+                yield Label("temperature", classes="sample-label")
+                yield Input(str(DEFAULTS.temperature), id="temperature", classes="short", compact=True)
+                yield Label("top-p", classes="sample-label")
+                yield Input(str(DEFAULTS.top_p), id="top-p", classes="short", compact=True)
             yield Static("", id="sample-output")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Generate", id="generate", variant="primary")
-                yield Button("Back", id="back")
+                yield Button("Back", id="back", compact=True)
+                yield Button("Generate", id="generate", variant="primary", compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#prompt", Input).focus()

@@ -27,7 +27,7 @@ ROLE_STYLES = {"you": "bold cyan", "ai": "bold green", "note": "dim"}
 
 
 class ChatView(Vertical):
-    BINDINGS = [Binding("escape", "stop_reply", "Stop reply", show=False)]
+    BINDINGS = [Binding("escape", "stop_reply", "Stop reply / leave the field")]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -39,12 +39,12 @@ class ChatView(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="chat-source-row"):
             yield Label("model", classes="field-name")
-            yield Input("", placeholder="a run directory or a weights file, then Enter", id="chat-source")
+            yield Input("", placeholder="a run directory or a weights file, then Enter", id="chat-source", compact=True)
         yield Static("no model loaded", id="chat-status")
         with VerticalScroll(id="chat-scroll"):
             yield Static("", id="chat-transcript")
         yield Input("", placeholder="message (Enter sends; /reset, /system TEXT; Escape stops a reply)",
-                    id="chat-input", disabled=True)
+                    id="chat-input", disabled=True, compact=True)
 
     # ---- what the app asks of it ---------------------------------------------------------------
     def open(self, source: Path) -> None:
@@ -116,7 +116,7 @@ class ChatView(Vertical):
             self.chat.reset(system=text[len("/system"):].strip())
             self.turns = [("note", f"system prompt {'set' if self.chat.system else 'cleared'}; conversation cleared")]
         elif text == "/exit":
-            self.turns.append(("note", "(in the app, leave with another tab: 1 2 3)"))
+            self.turns.append(("note", "(in the app: Escape leaves the message line, then 1 2 3 change tabs; F1 lists the keys)"))
         else:
             self.turns += [("you", text), ("ai", "")]
             self.replying = True
@@ -154,8 +154,11 @@ class ChatView(Vertical):
         self._redraw()
 
     def action_stop_reply(self) -> None:
+        """Escape: stops a streaming reply; otherwise leaves the field, so the app's keys (1-4, ?) work."""
         if self.replying:
             self._stop.set()
+        else:
+            self.screen.set_focus(None)
 
     # ---- drawing ---------------------------------------------------------------------------------
     def _status(self, text: str, error: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""The loss curve: raw loss plus an EMA, x in steps, optional log scale, redrawn at most once a second."""
+"""The loss curve: raw loss plus an EMA, held-out evaluations as marked points, x in steps, optional log
+scale, redrawn at most once a second."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from textual_plotext import PlotextPlot
 
 EMA_ALPHA = 0.9
 REDRAW_S = 1.0  # each redraw costs the UI thread ~10-20 ms on a small CPU: once a second is plenty
+EVAL_MARKER = "●"  # evaluations are few: single marked points, visible among the braille lines
+EVAL_COLOR = "orange"
+XLABEL_FROM = 16  # rows: below this the x axis label moves into the title, leaving the rows to the plot
 
 
 def _log10(v: float) -> float:
@@ -45,6 +49,21 @@ class Series:
             self.smoothed[log].append(self._ema[log](v))
 
 
+class Points:
+    """Sparse finite points (held-out evaluations), kept in both scales; no smoothing."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.values: dict[bool, list[float]] = {False: [], True: []}
+
+    def add(self, step: int, loss: float) -> None:
+        if not math.isfinite(loss):
+            return
+        self.steps.append(step)
+        self.values[False].append(loss)
+        self.values[True].append(_log10(loss))
+
+
 def stride_indices(n: int, limit: int) -> range | list[int]:
     """At most `limit` evenly strided indices of n points, always keeping the last one."""
     if n <= limit or limit < 2:
@@ -54,13 +73,14 @@ def stride_indices(n: int, limit: int) -> range | list[int]:
 
 
 class LossCurve(PlotextPlot):
-    """Curves keyed by name, drawn in insertion order; `add_point` only marks the plot dirty, a timer
-    rebuilds it."""
+    """Curves keyed by name, drawn in insertion order, each with its evaluations as marked points;
+    `add_point` / `add_eval` only mark the plot dirty, a timer rebuilds it."""
 
     def __init__(self, title: str = "loss", **kwargs) -> None:
         super().__init__(**kwargs)
         self.title = title
         self.series: dict[str, Series] = {}
+        self.evals: dict[str, Points] = {}  # keyed by the same names as series
         self.log_scale = False
         self.smoothing = True
         self._dirty = True
@@ -68,6 +88,10 @@ class LossCurve(PlotextPlot):
     def on_mount(self) -> None:
         super().on_mount()
         self.set_interval(REDRAW_S, self._redraw_if_dirty)
+        self.call_after_refresh(self._redraw_if_dirty)  # what was set while mounting shows at once
+
+    def on_resize(self) -> None:
+        self._dirty = True  # the x label goes into the title on short plots
 
     def add_point(self, step: int, loss: float, name: str = "loss") -> None:
         self.series.setdefault(name, Series()).add(step, loss)
@@ -79,8 +103,18 @@ class LossCurve(PlotextPlot):
             series.add(step, loss)
         self._dirty = True
 
+    def add_eval(self, step: int, loss: float, name: str = "loss") -> None:
+        self.evals.setdefault(name, Points()).add(step, loss)
+        self._dirty = True
+
+    def set_evals(self, name: str, points: list[tuple[int, float]]) -> None:
+        evals = self.evals[name] = Points()
+        for step, loss in points:
+            evals.add(step, loss)
+        self._dirty = True
+
     def remove_series(self, name: str) -> None:
-        if self.series.pop(name, None) is not None:
+        if (self.series.pop(name, None), self.evals.pop(name, None)) != (None, None):
             self._dirty = True
 
     def bring_to_front(self, name: str) -> None:
@@ -88,9 +122,12 @@ class LossCurve(PlotextPlot):
         if name in self.series:
             self.series[name] = self.series.pop(name)
             self._dirty = True
+        if name in self.evals:
+            self.evals[name] = self.evals.pop(name)
 
     def clear(self) -> None:
         self.series.clear()
+        self.evals.clear()
         self._dirty = True
 
     def toggle_log_scale(self) -> None:
@@ -112,15 +149,28 @@ class LossCurve(PlotextPlot):
         plt.clear_figure()
         # plotext's own log axis breaks on rebuilds: plot log10(loss) on a linear axis instead
         limit = max(2 * max(self.size.width, 20), 40)
-        for name, series in self.series.items():
-            if not series.steps:
-                continue
-            idx = stride_indices(len(series.steps), limit)
-            xs = [series.steps[i] for i in idx]
-            label = name if len(self.series) > 1 else "raw"
-            plt.plot(xs, [series.values[self.log_scale][i] for i in idx], marker="braille", label=label)
-            if self.smoothing and len(series.steps) > 2:
-                plt.plot(xs, [series.smoothed[self.log_scale][i] for i in idx], marker="braille", label=f"{label} EMA")
-        plt.title(self.title + (" (log10)" if self.log_scale else ""))
-        plt.xlabel("step")
+        names = list(dict.fromkeys([*self.series, *self.evals]))
+        several = len(names) > 1
+        for name in names:
+            series = self.series.get(name)
+            label = name if several else "raw"
+            if series is not None and series.steps:
+                idx = stride_indices(len(series.steps), limit)
+                xs = [series.steps[i] for i in idx]
+                plt.plot(xs, [series.values[self.log_scale][i] for i in idx], marker="braille", label=label)
+                if self.smoothing and len(series.steps) > 2:
+                    plt.plot(xs, [series.smoothed[self.log_scale][i] for i in idx], marker="braille",
+                             label=f"{label} EMA")
+        for name in names:  # the marked points over every line
+            points = self.evals.get(name)
+            if points is not None and points.steps:
+                idx = stride_indices(len(points.steps), max(self.size.width // 2, 10))
+                plt.scatter([points.steps[i] for i in idx], [points.values[self.log_scale][i] for i in idx],
+                            marker=EVAL_MARKER, color=EVAL_COLOR, label=f"{name} eval" if several else "eval")
+        title = self.title + (" (log10)" if self.log_scale else "")
+        if self.size.height >= XLABEL_FROM:
+            plt.xlabel("step")
+        else:
+            title += " · x: step"
+        plt.title(title)
         self.refresh()

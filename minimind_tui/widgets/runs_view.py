@@ -1,19 +1,68 @@
-"""The Runs tab: every run recorded under save_dir; Enter opens one."""
+"""The Runs tab: every run recorded under save_dir; Enter opens one.
+
+The table shows the columns that fit its width, most useful first (run, state, steps, losses, best
+eval, then duration, family, stage, started): no row is ever wider than the screen, and the title
+line says when more columns show on a wider terminal.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable
+
+from .text_line import TextLine
 
 from minimind.formatting import format_duration, format_loss, format_started
-from minimind.storage.run_store import RunSummary, list_runs
+from minimind.storage.run_store import RunStore, RunSummary, list_runs
 
-COLUMNS = [("run", 22), ("family", 9), ("stage", 8), ("state", 9), ("steps", 11), ("last loss", 9), ("best loss", 9),
-           ("duration", 9), ("started", 16)]
+CELL_PADDING = 1  # DataTable's, on each side of a column
+SCROLLBAR = 2  # the table's vertical scrollbar, once there are more runs than rows
+
+
+@dataclass(frozen=True)
+class RunColumn:
+    label: str
+    width: int
+    keep: int  # the lower, the sooner it is left out
+    cell: Callable[[RunSummary], str]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+COLUMNS = [
+    RunColumn("run", 20, 10, lambda s: _clip(s.run_id, 20)),
+    RunColumn("family", 9, 3, lambda s: s.arch),
+    RunColumn("stage", 8, 2, lambda s: s.stage),
+    RunColumn("state", 8, 9, lambda s: str(s.state)),
+    RunColumn("steps", 11, 8, lambda s: f"{s.global_step}/{s.total_steps}"),
+    RunColumn("last loss", 9, 7, lambda s: format_loss(s.last_loss)),
+    RunColumn("best loss", 9, 6, lambda s: format_loss(s.best_loss)),
+    RunColumn("best eval", 9, 6, lambda s: format_loss(s.best_eval)),
+    RunColumn("duration", 8, 4, lambda s: format_duration(s.duration)),
+    RunColumn("started", 16, 1, lambda s: format_started(s.started)),
+]
+
+
+def table_width(columns: list[RunColumn]) -> int:
+    return sum(c.width + 2 * CELL_PADDING for c in columns) + SCROLLBAR
+
+
+def columns_for(width: int) -> list[RunColumn]:
+    """The columns that fit `width` cells, in display order; the least useful go first."""
+    kept = list(COLUMNS)
+    for column in sorted(COLUMNS, key=lambda c: c.keep):
+        if table_width(kept) <= width or column.keep >= 10:
+            break
+        kept.remove(column)
+    return kept
 
 
 class RunsView(Vertical):
@@ -25,16 +74,32 @@ class RunsView(Vertical):
     def __init__(self, save_dir: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.save_dir = save_dir
+        self.columns: list[RunColumn] = []
+        self._width: Optional[int] = None
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="runs-title")
-        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield TextLine("", id="runs-title")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True, cell_padding=CELL_PADDING)
 
     def on_mount(self) -> None:
-        table = self.query_one("#runs-table", DataTable)
-        for label, width in COLUMNS:
-            table.add_column(label, width=width, key=label)
+        self._set_columns(self.size.width or 80)
         self.reload()
+
+    def on_resize(self, event) -> None:
+        if self._set_columns(event.size.width):
+            self.reload()
+
+    def _set_columns(self, width: int) -> bool:
+        """Choose the columns for this width; True when they changed (the rows must be filled again)."""
+        columns = columns_for(width)
+        if columns == self.columns:
+            return False
+        self.columns = columns
+        table = self.query_one("#runs-table", DataTable)
+        table.clear(columns=True)
+        for c in columns:
+            table.add_column(c.label, width=c.width, key=c.label)
+        return True
 
     def set_save_dir(self, save_dir: str) -> None:
         """Follow the save_dir being configured; the list is read again when shown."""
@@ -50,17 +115,20 @@ class RunsView(Vertical):
         table = self.query_one("#runs-table", DataTable)
         selected = table.cursor_row
         table.clear()
-        stores = list(reversed(list_runs(self.save_dir)))  # newest first
+        stores: list[RunStore] = list(reversed(list_runs(self.save_dir)))  # newest first
         for store in stores:
             s = RunSummary.of(store)
-            table.add_row(s.run_id, s.arch, s.stage, s.state, f"{s.global_step}/{s.total_steps}", format_loss(s.last_loss),
-                          format_loss(s.best_loss), format_duration(s.duration), format_started(s.started),
-                          key=str(store.path))
+            table.add_row(*(c.cell(s) for c in self.columns), key=str(store.path))
         if stores:
             table.move_cursor(row=min(selected, len(stores) - 1))
-        self.query_one("#runs-title", Static).update(
-            f"{len(stores)} run(s) under {self.save_dir}/runs  ·  Enter: open  ·  r: refresh" if stores
-            else f"no runs under {self.save_dir}/runs yet")
+        title = self.query_one("#runs-title", TextLine)
+        if not stores:
+            title.set(f"no runs under {self.save_dir}/runs yet")
+            return
+        more = "  ·  more columns when wider" if len(self.columns) < len(COLUMNS) else ""
+        where = f"{len(stores)} run(s) under {self.save_dir}/runs"
+        title.set(f"{where}  ·  Enter: open  ·  r: refresh{more}", f"{where}  ·  Enter: open{more}",
+                  f"{where}  ·  Enter: open", f"{len(stores)} run(s)  ·  Enter: open")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

@@ -1,43 +1,127 @@
-"""The Train tab: progress, the live steps table, the loss curve, checkpoints, alerts, device."""
+"""The Train tab: progress, the live steps table, the loss curve, evaluations, checkpoints, alerts, device.
+
+Laid out for 80x24 and up: the progress text and bar share one line, the eval line shows only for a
+run that evaluates, and below COMPACT_BELOW rows the checkpoint list is one line (the newest save;
+`k` shows the full list) so that the curve keeps at least 8 rows of plot.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
+from dataclasses import dataclass
+from typing import Optional
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Container, Vertical
+from textual.containers import Container, Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
-from minimind.events import Alert, CheckpointSaved, Event, RunEnded, RunStarted, RunState, StepLogged, dispatch
-from minimind.formatting import format_duration
-
+from minimind.events import (Alert, CheckpointSaved, EvalDone, Event, RunEnded, RunStarted, RunState, StepLogged,
+                             dispatch)
 from .loss_curve import LossCurve
-from .steps_table import StepsTable
+from .steps_table import StepsTable, fit_duration
 from .text_line import TextLine
 
 FLUSH_S = 1.0  # batch updates: every UI redraw takes CPU and GIL time from the training thread
+COMPACT_BELOW = 30  # terminal rows: below this the checkpoint list is one line unless `k` expands it
+SAVES_KEPT = 3
+
+
+def format_ppl(ppl: float) -> str:
+    if not math.isfinite(ppl):
+        return str(ppl)
+    return f"{ppl:.2f}" if ppl < 1000 else f"{ppl:,.0f}" if ppl < 1e7 else f"{ppl:.2e}"
+
+
+def evaluates(config: dict) -> bool:
+    """Does a run with this config (RunStarted.config) evaluate on held-out rows?"""
+    train = config.get("train", {}) if isinstance(config, dict) else {}
+    split = train.get("eval_split") or 0
+    return bool(train.get("eval_data")) or (isinstance(split, (int, float)) and split > 0)
+
+
+def shorten_path(path: str, width: int) -> str:
+    """The path's tail (the file name matters most) in at most width cells."""
+    if cell_len(path) <= width:
+        return path
+    return "…" + path[-max(width - 1, 1):] if width > 1 else "…"
+
+
+@dataclass(frozen=True)
+class Save:
+    stamp: str
+    kind: str
+    path: str
+    step: int
+
+
+class CheckpointList(Widget):
+    """The newest saves, newest first; one line (the newest only) when collapsed. Each line fits the
+    width: a long path keeps its end."""
+
+    DEFAULT_CSS = "CheckpointList { text-wrap: nowrap; text-overflow: clip; }"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.saves: deque[Save] = deque(maxlen=SAVES_KEPT)
+        self.collapsed = False
+
+    def set_saves(self, saves: list[Save]) -> None:
+        self.saves = deque(saves, maxlen=SAVES_KEPT)
+        self.refresh()
+
+    def set_collapsed(self, collapsed: bool) -> None:
+        if collapsed != self.collapsed:
+            self.collapsed = collapsed
+            self.styles.height = 1 if collapsed else SAVES_KEPT + 1
+            self.refresh(layout=True)
+
+    def lines(self, width: int) -> list[str]:
+        if not self.saves:
+            return ["checkpoints: none yet"]
+        if self.collapsed:
+            s = self.saves[0]
+            more = "  · k: all" if len(self.saves) > 1 else ""
+            head = f"last save {s.stamp} {s.kind} step {s.step}  "
+            return [head + shorten_path(s.path, width - cell_len(head) - cell_len(more)) + more]
+        rows = []
+        for s in self.saves:
+            head = f"{s.stamp}  {s.kind:<7} step {s.step:<7} "
+            rows.append(head + shorten_path(s.path, width - cell_len(head)))
+        return ["checkpoints:" + ("  (k: newest only)" if width >= 40 else ""), *rows]
+
+    def render(self) -> str:
+        return "\n".join(self.lines(max(self.size.width, 10)))
 
 
 class TrainView(Vertical):
     """Draws a run's events; `handle(event)` dispatches to the on_<event> methods below."""
 
     def compose(self) -> ComposeResult:
-        yield TextLine("no run yet: fill in the Config tab and press s to start", id="progress-line")
-        yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="progress")
+        with Horizontal(id="progress-row"):
+            yield TextLine("no run yet: fill in the Config tab and press s to start", id="progress-line")
+            yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="progress")
         with Container(id="live"):
             yield StepsTable(id="steps")
             yield LossCurve(id="curve")
         yield Static("", id="alert")
-        yield TextLine("checkpoints: none yet", id="checkpoints")
+        yield TextLine("", id="eval-line")
+        yield CheckpointList(id="checkpoints")
         yield TextLine("", id="device-line")
 
     def on_mount(self) -> None:
         self._pending: list[StepLogged] = []
-        self._saves: deque[str] = deque(maxlen=3)
+        self._saves: deque[Save] = deque(maxlen=SAVES_KEPT)
         self._saves_changed = False
+        self._expanded: Optional[bool] = None  # the user's choice (k); None: by the terminal's height
         self.last_step: StepLogged | None = None
+        self.last_eval: EvalDone | None = None
+        self.best_eval: EvalDone | None = None
+        self.query_one("#eval-line").display = False
         self.set_interval(FLUSH_S, self._flush)
 
     # ---- events --------------------------------------------------------------------------------
@@ -46,9 +130,11 @@ class TrainView(Vertical):
         self.query_one("#curve", LossCurve).clear()
         self._pending.clear()
         self._saves.clear()
-        self.last_step = None
+        self.last_step = self.last_eval = self.best_eval = None
         self.query_one("#alert", Static).update("")
-        self.query_one("#checkpoints", TextLine).set("checkpoints: none yet")
+        self.query_one("#checkpoints", CheckpointList).set_saves([])
+        self.query_one("#eval-line", TextLine).set("")
+        self.query_one("#eval-line").display = False
         self._saves_changed = False
 
     def handle(self, event: Event) -> None:
@@ -59,14 +145,39 @@ class TrainView(Vertical):
         bar.update(total=event.total_steps, progress=event.start_step)
         self.query_one("#progress-line", TextLine).set(
             f"starting at step {event.start_step}/{event.total_steps} ({event.n_docs} docs, "
-            f"{event.iters_per_epoch} steps/epoch)")
+            f"{event.iters_per_epoch} steps/epoch)", f"starting at step {event.start_step}/{event.total_steps}")
+        if evaluates(event.config):  # the line appears once, at the start, not in the middle of the run
+            every = event.config.get("train", {}).get("eval_interval") or 0
+            when = f"every {every} optimizer steps and at the end" if every else "at the end"
+            self._show_eval_line(f"eval   held-out loss {when}: none yet", "eval   none yet")
 
     def on_step_logged(self, event: StepLogged) -> None:
         self._pending.append(event)
 
+    def on_eval_done(self, event: EvalDone) -> None:
+        self.last_eval = event
+        if event.best or self.best_eval is None and math.isfinite(event.eval_loss):
+            self.best_eval = event
+        self.query_one("#curve", LossCurve).add_eval(event.global_step, event.eval_loss)
+        last, best = event, self.best_eval
+        lines = [f"eval   last {last.eval_loss:.4f} (ppl {format_ppl(last.eval_ppl)}) at step {last.global_step}"]
+        if best is not None:
+            lines = [lines[0] + f"  ·  best {best.eval_loss:.4f} (ppl {format_ppl(best.eval_ppl)}) at step "
+                     f"{best.global_step}",
+                     f"eval {last.eval_loss:.4f} ppl {format_ppl(last.eval_ppl)} @{last.global_step} · best "
+                     f"{best.eval_loss:.4f} ppl {format_ppl(best.eval_ppl)} @{best.global_step}",
+                     f"eval {last.eval_loss:.4f} @{last.global_step} · best {best.eval_loss:.4f} @{best.global_step}"]
+        self._show_eval_line(*lines)
+
+    def _show_eval_line(self, *texts: str) -> None:
+        line = self.query_one("#eval-line", TextLine)
+        line.set(*texts)
+        if not line.display:
+            line.display = True
+
     def on_checkpoint_saved(self, event: CheckpointSaved) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-        self._saves.appendleft(f"{stamp}  {event.kind:<7} {event.path}  (step {event.global_step})")
+        self._saves.appendleft(Save(stamp, event.kind, event.path, event.global_step))
         self._saves_changed = True  # shown at the next flush: saves can come every step
 
     def on_alert(self, event: Alert) -> None:
@@ -79,7 +190,8 @@ class TrainView(Vertical):
             line.set(f"finished: {event.global_step}/{event.total_steps} steps")
         elif event.status == RunState.STOPPED:
             line.set(f"stopped at step {event.global_step}/{event.total_steps}"
-                     + (" (resumable from the Runs tab)" if event.resumable else ""))
+                     + (" (resumable from the Runs tab)" if event.resumable else ""),
+                     f"stopped at step {event.global_step}/{event.total_steps}")
         else:
             self.query_one("#alert", Static).update(Text(f"✗ {event.error}", style="bold red"))
 
@@ -87,6 +199,25 @@ class TrainView(Vertical):
     def set_stacked(self, stacked: bool) -> None:
         """Steps table above the curve (narrow terminals) instead of beside it."""
         self.query_one("#live").set_class(stacked, "-stacked")
+
+    def set_height(self, rows: int) -> None:
+        """The terminal's height: below COMPACT_BELOW rows the checkpoint list is one line (unless expanded)."""
+        self._terminal_rows = rows
+        self._apply_checkpoints_size()
+
+    def toggle_checkpoints(self) -> None:
+        """Show the full checkpoint list, or only the newest save. A choice that is what this terminal size
+        shows anyway goes back to following the size."""
+        expanded = self.query_one("#checkpoints", CheckpointList).collapsed
+        self._expanded = None if expanded == self._expanded_by_size() else expanded
+        self._apply_checkpoints_size()
+
+    def _expanded_by_size(self) -> bool:
+        return getattr(self, "_terminal_rows", COMPACT_BELOW) >= COMPACT_BELOW
+
+    def _apply_checkpoints_size(self) -> None:
+        expanded = self._expanded if self._expanded is not None else self._expanded_by_size()
+        self.query_one("#checkpoints", CheckpointList).set_collapsed(not expanded)
 
     def toggle_log_scale(self) -> None:
         self.query_one("#curve", LossCurve).toggle_log_scale()
@@ -99,7 +230,7 @@ class TrainView(Vertical):
             return
         if self._saves_changed:
             self._saves_changed = False
-            self.query_one("#checkpoints", TextLine).set("checkpoints:\n" + "\n".join(self._saves))
+            self.query_one("#checkpoints", CheckpointList).set_saves(list(self._saves))
         if not self._pending:
             return
         pending, self._pending = self._pending, []
@@ -109,12 +240,14 @@ class TrainView(Vertical):
             curve.add_point(e.global_step, e.loss)
         last = self.last_step = pending[-1]
         self.query_one("#progress", ProgressBar).update(total=last.total_steps, progress=last.global_step)
+        eta_epoch, eta_all = fit_duration(last.epoch_eta, 12), fit_duration(last.total_eta, 12)  # inf/nan: "-"
         self.query_one("#progress-line", TextLine).set(
             f"epoch {last.epoch}/{last.epochs}  step {last.step}/{last.iters}  "
-            f"ETA epoch {format_duration(last.epoch_eta)}  total {format_duration(last.total_eta)}  "
-            f"{last.tokens_per_s:,.0f} tok/s")
+            f"ETA epoch {eta_epoch}  total {eta_all}  {last.tokens_per_s:,.0f} tok/s",
+            f"ep {last.epoch}/{last.epochs}  {last.step}/{last.iters}  ETA {eta_epoch} / {eta_all}  "
+            f"{last.tokens_per_s:,.0f} tok/s",
+            f"ep {last.epoch}/{last.epochs} {last.step}/{last.iters} ETA {eta_all}")
 
-    def show_device(self, line: str) -> None:
+    def show_device(self, line: str, short: str = "") -> None:
         for widget in self.query("#device-line").results(TextLine):  # absent while the app is torn down
-            widget.set(line)
-
+            widget.set(line, *([short] if short else []))
