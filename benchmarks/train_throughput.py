@@ -15,8 +15,12 @@ rounds; medians are reported.
 - "ours, recommended": the defaults plus --packing (every token of the corpus in full 512-token rows,
   documents separated by eos) and bf16 autocast where it is fast (CUDA, CPUs with AMX/AVX512-BF16).
 
+`--configs m3` does the same for MiniMind-3's default model against `minimind3_loop.py`, MiniMind-3's
+`train_pretrain.py` rebuilt from the spec and run with its defaults on a CPU (fp32, seq 340, batch
+32, accumulation 8, 8 DataLoader workers): "ours, MiniMind-3 settings" passes those flags.
+
     python benchmarks/debian_corpus.py          # once: writes benchmarks/.data/debian-reference.jsonl
-    python benchmarks/train_throughput.py [--data FILE] [--configs seed,26m] [--repeats 2] [--max-steps 0]
+    python benchmarks/train_throughput.py [--data FILE] [--configs seed,26m,104m,m3] [--repeats 2] [--max-steps 0]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 import torch
 from common import ROOT, RunConfig, interleave, machine, median_of, peak_matmul_flops
 from debian_corpus import DEFAULT_OUT
+from minimind3_loop import train_epoch as minimind3_epoch
 from minimind_classic_loop import train_epoch
 
 from minimind.engine.control import RunControl
@@ -36,8 +41,11 @@ from minimind.engine.environment import cpu_has_fast_bf16
 from minimind.engine.trainer import Trainer
 from minimind.events import StepLogged
 
-MODELS = {"seed": dict(dim=512, n_layers=2), "26m": dict(dim=512, n_layers=8), "104m": dict(dim=768, n_layers=16)}
+MODELS = {"seed": dict(dim=512, n_layers=2), "26m": dict(dim=512, n_layers=8), "104m": dict(dim=768, n_layers=16),
+          "m3": dict(hidden_size=768, num_hidden_layers=8)}  # m3: MiniMind-3's default model and script settings
 TOKENIZER = ROOT / "minimind" / "tokenizer" / "classic"
+MINIMIND3_TOKENIZER = ROOT / "minimind" / "tokenizer" / "minimind3"
+MINIMIND3_WORKERS = 8  # train_pretrain.py's --num_workers default
 
 
 def ours(config: RunConfig, max_steps: int) -> dict:
@@ -47,7 +55,7 @@ def ours(config: RunConfig, max_steps: int) -> dict:
     def observe(e) -> None:
         if isinstance(e, StepLogged):
             tokens[0] += e.tokens
-            steps[0] += 1
+            steps[0] = e.global_step  # micro-batches, as MiniMind's loops count steps
             last[0] = e.loss
             if max_steps and steps[0] >= max_steps:
                 control.stop("benchmark done")
@@ -60,10 +68,39 @@ def ours(config: RunConfig, max_steps: int) -> dict:
             "final_loss": last[0]}
 
 
+def classic_variants(size: dict, data: str, max_steps: int) -> dict:
+    """Classic, seq 512, batch 2: the seed notebook's loop and settings against ours."""
+    seed = RunConfig().replace(**size, data_path=data, dtype="float32", packing=False, num_workers=1,
+                               save_interval=1, log_interval=1)
+    defaults = RunConfig().replace(**size, data_path=data)
+    return {
+        "MiniMind classic loop": lambda: train_epoch(data, str(TOKENIZER), **size, max_steps=max_steps),
+        "ours, seed settings": lambda: ours(seed, max_steps),
+        "ours, defaults": lambda: ours(defaults, max_steps),
+        "ours, recommended": lambda: ours(defaults.replace(packing=True), max_steps),
+    }
+
+
+def minimind3_variants(size: dict, data: str, max_steps: int) -> dict:
+    """MiniMind-3's train_pretrain.py defaults (seq 340, batch 32, accumulation 8, its 8 workers) on a
+    CPU, against ours. A quick look (`--max-steps`) logs every step on both sides, so it can stop."""
+    logs = {"log_interval": 1} if max_steps else {}
+    script = RunConfig.from_flat(dict(arch="minimind3", **size, data_path=data, dtype="float32",
+                                      num_workers=MINIMIND3_WORKERS, **logs))
+    defaults = RunConfig.from_flat(dict(arch="minimind3", **size, data_path=data, **logs))
+    return {
+        "MiniMind-3 loop": lambda: minimind3_epoch(data, str(MINIMIND3_TOKENIZER), **size, max_steps=max_steps,
+                                                   num_workers=MINIMIND3_WORKERS, **logs),
+        "ours, MiniMind-3 settings": lambda: ours(script, max_steps),
+        "ours, defaults": lambda: ours(defaults, max_steps),
+        "ours, recommended": lambda: ours(defaults.replace(packing=True), max_steps),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_OUT), help="a JSONL corpus (default: the Debian Reference)")
-    parser.add_argument("--configs", default="seed,26m")
+    parser.add_argument("--configs", default="seed,26m", help=f"any of {', '.join(MODELS)}")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=0, help="end each epoch after N steps (0 = whole epoch)")
     args = parser.parse_args()
@@ -76,26 +113,16 @@ def main() -> None:
           + ("fast here" if fast_bf16 else "slow on this CPU (no AMX/AVX512-BF16): the defaults compute in fp32"))
     rows = []
     for name in args.configs.split(","):
-        size = MODELS[name]
-        seed = RunConfig().replace(**size, data_path=args.data, dtype="float32", packing=False, num_workers=1,
-                                   save_interval=1, log_interval=1)
-        defaults = RunConfig().replace(**size, data_path=args.data)
-        variants = {
-            "MiniMind classic loop": lambda s=size: train_epoch(args.data, str(TOKENIZER), **s, max_steps=args.max_steps),
-            "ours, seed settings": lambda c=seed: ours(c, args.max_steps),
-            "ours, defaults": lambda c=defaults: ours(c, args.max_steps),
-            "ours, recommended": lambda c=defaults: ours(c.replace(packing=True), args.max_steps),
-        }
-        print(f"\n{name} ({size['dim']} dim x {size['n_layers']} layers, seq 512, batch 2), "
-              f"{args.repeats} interleaved rounds:", flush=True)
+        variants = (minimind3_variants if name == "m3" else classic_variants)(MODELS[name], args.data, args.max_steps)
+        print(f"\n{name}, {args.repeats} interleaved rounds:", flush=True)
         results = interleave(variants, args.repeats)
-        baseline = median_of(results["MiniMind classic loop"], "tokens_per_s")
+        baseline = median_of(next(iter(results.values())), "tokens_per_s")
         for variant, runs in results.items():
             tps = median_of(runs, "tokens_per_s")
             rows.append((name, variant, median_of(runs, "seconds"), int(median_of(runs, "tokens")), tps, tps / baseline))
     print(f"\n{time.strftime('%Y-%m-%d')}, {machine()}, {Path(args.data).name}"
           + (f", first {args.max_steps} steps of the epoch" if args.max_steps else ", one epoch"))
-    print("| model | run | epoch wall | real tokens | real tok/s | vs MiniMind |")
+    print("| model | run | epoch wall | real tokens | real tok/s | vs MiniMind's loop |")
     print("|---|---|---:|---:|---:|---:|")
     for name, variant, seconds, tokens, tps, ratio in rows:
         print(f"| {name} | {variant} | {seconds:.1f} s | {tokens:,} | {tps:,.0f} | {ratio:.2f}x |")

@@ -547,8 +547,8 @@ def export(source: Path = SOURCE_ARGUMENT,
         fail(f"cannot write {out} ({e.strerror or e}): choose a writable place with free space")
     if format == "gguf":
         typer.echo(f"exported {source} to {out} (llama.cpp architecture {summary.arch}, {summary.outtype}, "
-                   f"{summary.n_tensors} tensors, {summary.size / 1e6:.1f} MB): run it with llama.cpp, e.g. "
-                   f"llama-cli -m {out}")
+                   f"{summary.n_tensors} tensors, {summary.size / 1e6:.1f} MB): load it with llama.cpp, e.g. "
+                   f"llama_cpp.Llama(model_path={str(out)!r}) from llama-cpp-python")
     else:
         typer.echo(f"exported {source} to {out}: load it with transformers.AutoModelForCausalLM.from_pretrained"
                    f"({str(out)!r})")

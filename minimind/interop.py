@@ -214,7 +214,7 @@ def qwen3_checkpoint(config: MiniMind3Config, state: dict, tokenizer) -> tuple[d
         "max_position_embeddings": config.max_position_embeddings,
         "rms_norm_eps": config.rms_norm_eps,
         "rope_theta": config.rope_theta,
-        "rope_scaling": None,
+        "rope_scaling": _yarn_scaling(config),
         "hidden_act": "silu",
         "attention_bias": False,
         "attention_dropout": 0.0,
@@ -231,6 +231,16 @@ def qwen3_checkpoint(config: MiniMind3Config, state: dict, tokenizer) -> tuple[d
     if int(transformers.__version__.split(".")[0]) >= 5:
         state = _fuse_experts(state, config)
     return hf, state
+
+
+def _yarn_scaling(config: MiniMind3Config) -> Optional[dict]:
+    """MiniMind-3's YaRN, when its model uses it, in Hugging Face's terms (the same ramp and factors;
+    MiniMind's own converter writes null and so loses it)."""
+    from .models.minimind3 import YARN
+
+    if not (config.inference_rope_scaling and config.max_position_embeddings / YARN["original_max_position_embeddings"] > 1):
+        return None
+    return {"rope_type": "yarn", **YARN}
 
 
 def _fuse_experts(state: dict, config: MiniMind3Config) -> dict:

@@ -42,7 +42,7 @@ from .widgets.runs_view import RunsView
 from .widgets.status_bar import StatusBar
 from .widgets.train_view import TrainView
 
-DEVICE_REFRESH_S = 2.0
+DEVICE_REFRESH_S = 5.0  # memory moves slowly; every redraw costs training CPU on a small machine
 NARROW_BELOW = 150  # columns: below this the steps table and the curve stack
 TAB_NAMES = {"config": "Config", "train": "Train", "runs": "Runs", "chat": "Chat"}
 

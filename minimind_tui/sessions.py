@@ -78,6 +78,9 @@ class Session(abc.ABC):
         """Stop following the run without affecting it (a thread session cannot be detached)."""
 
 
+TRAINING_SWITCH_INTERVAL_S = 0.001
+
+
 class ThreadSession(Session):
     """A new run, or the exact resume of one, trained in this process."""
 
@@ -93,6 +96,9 @@ class ThreadSession(Session):
     def run(self, emit: Emit) -> None:
         from minimind.engine.trainer import Trainer  # torch loads only when a run starts
 
+        # The training thread needs the GIL between torch ops; while the UI thread draws, it would wait
+        # up to the switch interval (5 ms by default) each time. 1 ms hands it back sooner.
+        sys.setswitchinterval(min(sys.getswitchinterval(), TRAINING_SWITCH_INTERVAL_S))
         try:
             # Building checks the input: a MiniMindError here is bad input, reported before any work.
             trainer = Trainer(self.config, control=self.control, observers=[emit], resume=self.resume_from,

@@ -15,7 +15,7 @@ from minimind.events import CheckpointSaved, RunEnded, RunStarted, StateChanged,
 from minimind.models.classic import MiniMindLM
 from minimind.storage.checkpoint import load_resume_state, load_weights
 from minimind.storage.run_store import RunStore, RunSummary, find_resumable, list_runs
-from tests.helpers import tiny_config, wait_until
+from tests.helpers import REPO, tiny_config, wait_until
 
 
 def test_seed_learning_rates():
@@ -263,3 +263,50 @@ def test_data_error_mid_run_fails_cleanly(tmp_path):
     ended = trainer.run()
     assert ended.status == "failed" and ":8: malformed JSON" in ended.error
     assert RunStore(ended.run_dir).read_status()["state"] == "failed"
+
+
+SFT_TOY = REPO / "toydata" / "sft_data.jsonl"
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(), dict(use_moe=True),
+    dict(arch="minimind3", stage="sft", batch_size=4, data_path=str(SFT_TOY), from_weight="none", max_seq_len=96)])
+def test_skip_padding_trains_the_same_as_full_padded_rows(tmp_path, overrides):
+    """Skipping padding (trimmed columns, output layer at real targets only) is the same math: the
+    losses agree to float rounding and so do the weights after a few epochs."""
+    runs = {}
+    for skip in (False, True):
+        events = []
+        (tmp_path / str(skip)).mkdir()
+        config = tiny_config(tmp_path / str(skip), epochs=2, skip_padding=skip, **overrides)
+        trainer = Trainer(config, observers=[collect(events)])
+        assert trainer.run().status == "finished"
+        runs[skip] = ([e.loss for e in events if isinstance(e, StepLogged)], trainer.model.state_dict())
+    (full_losses, full_weights), (skip_losses, skip_weights) = runs[False], runs[True]
+    assert len(full_losses) == len(skip_losses) > 4
+    assert skip_losses == pytest.approx(full_losses, rel=1e-5, abs=1e-6)
+    for name, weight in full_weights.items():
+        torch.testing.assert_close(skip_weights[name], weight, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_real_targets_only_keeps_every_real_target_and_trims_only_trailing_padding():
+    from minimind.engine.loss import real_targets_only
+
+    X = torch.arange(12).view(2, 6)
+    Y = (X * 5 + 3) % 7
+    mask = torch.tensor([[1, 1, 0, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    batch = real_targets_only(X, Y, mask, trim=True)
+    assert batch.inputs.tolist() == [[0, 1, 2, 3], [6, 7, 8, 9]]  # up to the last real target, column 3
+    assert batch.at.tolist() == [0, 1, 3, 4, 5, 6]
+    assert batch.targets.tolist() == [Y[0, 0], Y[0, 1], Y[0, 3], Y[1, 0], Y[1, 1], Y[1, 2]]
+    untrimmed = real_targets_only(X, Y, mask, trim=False)
+    assert untrimmed.inputs.shape == (2, 6) and untrimmed.at.tolist() == [0, 1, 3, 6, 7, 8]
+    logits = torch.randn(2, 6, 7)
+    seed_loss = masked_lm_loss(logits, Y, mask)
+    assert float(untrimmed.loss(logits.reshape(-1, 7).index_select(0, untrimmed.at))) == pytest.approx(
+        float(seed_loss), rel=1e-6)
+    packed = real_targets_only(X, Y, torch.ones_like(mask), trim=True)
+    assert packed.at is None and packed.inputs is X  # nothing to skip in packed rows
+    empty = real_targets_only(X, Y, torch.zeros_like(mask), trim=True)
+    assert empty.inputs.shape == (2, 1) and empty.at.numel() == 0
+    assert float(empty.loss(torch.zeros(0, 7))) == 0.0  # no NaN when a batch has no real target

@@ -253,3 +253,62 @@ def test_hf_export_is_qwen3_and_computes_the_same(tmp_path, moe):
     theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None,
                          pad_token_id=0)[0, len(prompt):].tolist()
     assert ours == theirs and len(set(ours)) > 1
+
+
+def test_hf_export_keeps_yarn_rope_scaling(tmp_path):
+    """A model that uses YaRN (inference_rope_scaling) exports it as Hugging Face's yarn rope scaling:
+    transformers computes the same logits (MiniMind's converter writes null and would lose it)."""
+    from transformers import AutoModelForCausalLM
+
+    from minimind.interop import export_hf
+
+    model = small(seed=6, inference_rope_scaling=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    plain = small(seed=6).eval()
+    plain.load_state_dict(model.state_dict())
+    ids = torch.randint(0, 6400, (1, 40))
+    with torch.no_grad():
+        assert (model(ids).logits - plain(ids).logits).abs().max() > 1e-3  # YaRN changes every position
+    export_hf(MINIMIND3, model.config, model.state_dict(), load_tokenizer(MINIMIND3.tokenizer_dir), tmp_path,
+              MINIMIND3.tokenizer_dir)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=False).eval()
+    with torch.no_grad():
+        assert (model(ids).logits - hf(ids).logits).abs().max() <= 1e-4
+
+
+def test_the_benchmark_baseline_is_minimind3_and_computes_what_we_compute():
+    """benchmarks/minimind3_loop.py is MiniMind-3's pretraining rebuilt from the spec with no imports from
+    this project: it has the spec's init fingerprints and loss, and on a small model the same initial
+    weights and bitwise the same logits as ours, so the speed baseline does the same math."""
+    import sys
+
+    from tests.helpers import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import minimind3_loop as baseline
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    torch.manual_seed(42)
+    default = baseline.MiniMindForCausalLM(baseline.Config())
+    torch.testing.assert_close(default.model.embed_tokens.weight[0, :4],
+                               torch.tensor([0.03175516, -0.01487877, -0.04545280, 0.02954481]), rtol=0, atol=1e-8)
+    ids = torch.tensor([[1, 100, 200, 300, 400, 2]])
+    logits, loss = default(ids, labels=ids)
+    torch.testing.assert_close(logits[0, -1, :4], torch.tensor([0.36486927, -0.10228929, 0.01450506, -0.28725588]),
+                               rtol=0, atol=2e-6)
+    assert loss.item() == pytest.approx(8.555189, abs=3e-6)
+    del default
+
+    size = {k: SMALL[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")}
+    ours = small(seed=3)
+    torch.manual_seed(3)
+    theirs = baseline.MiniMindForCausalLM(baseline.Config(**size))
+    ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
+    assert list(ours_sd) == list(theirs_sd) and all(torch.equal(ours_sd[k], theirs_sd[k]) for k in ours_sd)
+    ids = torch.randint(3, 6400, (2, 40))
+    their_logits, _ = theirs(ids)
+    assert torch.equal(ours(ids).logits, their_logits)

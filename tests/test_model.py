@@ -211,3 +211,24 @@ def test_flops_per_token_seed_config():
     expected = 3 * (2 * n_matmul + 4 * 2 * 8 * 64 * 511)
     assert CLASSIC.flops_per_token(config, 511) == expected
     assert CLASSIC.flops_per_token(config, 511, training=False) == expected / 3
+
+
+def test_logits_are_bitwise_those_of_the_spec_built_benchmark_baseline():
+    """benchmarks/minimind_classic_loop.py is MiniMind classic rebuilt from the spec with no imports
+    from this project (complex RoPE, SDPA is_causal): the speed baseline computes what we compute."""
+    import sys
+
+    from tests.helpers import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import minimind_classic_loop as baseline
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    torch.manual_seed(42)
+    ours = MiniMindLM(LMConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64))
+    torch.manual_seed(42)
+    theirs = baseline.MiniMindLM(baseline.Config(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64))
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    ids = torch.randint(0, 6400, (2, 63))
+    assert torch.equal(ours(ids).logits, theirs(ids))

@@ -215,3 +215,31 @@ def test_summaries_and_the_resumable_run(tmp_path):
     summary = RunSummary.of(stopped)
     assert (summary.state, summary.global_step, summary.last_loss, summary.best_loss) == (RunState.STOPPED, 3, 6.0, 6.0)
     assert find_resumable(tmp_path).path == stopped.path
+
+
+def test_background_writer_writes_one_at_a_time_and_hands_failures_to_the_caller(tmp_path):
+    import threading
+
+    from minimind.storage.background import BackgroundWriter
+
+    writer = BackgroundWriter()
+    release = threading.Event()
+    order = []
+
+    def slow():
+        release.wait(5)
+        order.append("first")
+
+    assert writer.submit(slow, "a") == []
+    assert writer.busy and writer.finished() == []  # not done yet: nothing reported
+    release.set()
+    assert writer.submit(lambda: order.append("second"), "b") == ["a"]  # waits for the first
+    assert writer.finished(wait=True) == ["b"] and order == ["first", "second"]
+
+    def fail():
+        raise OSError(28, "No space left on device")
+
+    writer.submit(fail, "c")
+    with pytest.raises(OSError, match="No space"):
+        writer.finished(wait=True)
+    assert writer.finished(wait=True) == []  # reported once

@@ -266,6 +266,75 @@ def test_loss_curve_series_keeps_exact_emas_as_points_arrive():
     assert len(idx) <= 201 and idx[0] == 0 and idx[-1] == 100_000
 
 
+def test_a_streaming_curve_keeps_to_its_cpu_budget_and_key_presses_redraw_at_once():
+    """While points stream in, the Train view's curve is redrawn at most as often as keeps drawing it under
+    CURVE_CPU_SHARE of a core (never more than once per REDRAW_S); a key press redraws at once."""
+    from textual.app import App
+
+    from minimind_tui.widgets import loss_curve
+    from minimind_tui.widgets.loss_curve import LossCurve
+
+    class CurveApp(App):
+        def compose(self):
+            yield LossCurve(id="curve", redraw_every=None)  # as the Train view has it: drawn on its owner's tick
+
+    async def scenario():
+        app = CurveApp()
+        async with app.run_test(size=SIZE) as pilot:
+            curve = app.query_one("#curve", LossCurve)
+            await pilot.pause()  # the empty plot, drawn once mounted: its real render time is measured
+            assert curve._render_s > 0
+
+            def interval():
+                return min(max(loss_curve.REDRAW_S, curve._render_s / loss_curve.CURVE_CPU_SHARE),
+                           loss_curve.MAX_REDRAW_S)
+
+            rebuilds = []
+            real_rebuild = curve.rebuild
+            curve.rebuild = lambda: (rebuilds.append(len(curve.series["loss"].steps)), real_rebuild())
+            curve.add_point(1, 9.0)
+            curve.redraw_if_dirty(streaming=True)
+            assert rebuilds == []  # right after the first draw: left for a later tick
+            await asyncio.sleep(interval() + 0.05)
+            curve.redraw_if_dirty(streaming=True)
+            await pilot.pause()
+            assert rebuilds == [1]
+            for step in (2, 3, 4):
+                curve.add_point(step, 9.0 - step / 10)
+                curve.redraw_if_dirty(streaming=True)  # within the interval: left for a later tick
+            assert rebuilds == [1]
+            await asyncio.sleep(interval() + 0.05)
+            curve.add_point(5, 8.4)
+            curve.redraw_if_dirty(streaming=True)
+            assert rebuilds == [1, 5]  # every point so far, once the interval passed
+            curve.add_point(6, 8.3)
+            curve.toggle_log_scale()  # what the l key does: drawn at once, with the newest point
+            assert rebuilds == [1, 5, 6] and curve.log_scale
+
+    asyncio.run(scenario())
+
+
+def test_the_train_views_pace_keeps_the_ui_threads_cpu_under_its_share():
+    """Pacer: updates no more often than `fastest`; after an update whose work cost C CPU seconds the next
+    comes C / share later (so the UI thread stays under `share` of a core), never later than `slowest`."""
+    import time
+
+    from minimind_tui.widgets.train_view import Pacer
+
+    pacer = Pacer(fastest=0.05, slowest=1.0, share=0.1)
+    assert pacer.due() and not pacer.due()  # the first is due at once, then not before `fastest`
+    time.sleep(0.06)
+    assert pacer.due() and pacer.interval < 0.2  # sleeping costs no CPU: (about) the fastest pace
+    spent = time.thread_time()
+    while time.thread_time() - spent < 0.03:  # an expensive update: 30 ms of this thread's CPU
+        pass
+    time.sleep(0.05)
+    assert pacer.due() and 0.25 <= pacer.interval <= 1.0  # ~0.3 s: 30 ms is 10% of it
+    assert not pacer.due()
+    time.sleep(pacer.interval + 0.01)
+    assert pacer.due() and pacer.interval < 0.2
+
+
 def test_run_detail_overlays_another_runs_curve_under_its_own(tmp_path):
     from textual.widgets import Select
 

@@ -4,11 +4,20 @@ scale, redrawn at most once a second."""
 from __future__ import annotations
 
 import math
+import time
+from typing import Optional
 
 from textual_plotext import PlotextPlot
 
 EMA_ALPHA = 0.9
-REDRAW_S = 1.0  # each redraw costs the UI thread ~10-20 ms on a small CPU: once a second is plenty
+REDRAW_S = 1.0  # the fastest a streaming curve is redrawn
+# Drawing the curve is most of the app's CPU while a run streams in (~35 ms a redraw at 100x30 on a
+# 2-core machine, against ~6 ms for everything else a tick): on such a machine every ms taken from a
+# core stalls training's parallel regions on both. So a streaming curve is redrawn at most as often as
+# keeps its drawing under this share of one core (every ~3.5 s there; capped at MAX_REDRAW_S). Key
+# presses, a resize and new runs redraw at once.
+CURVE_CPU_SHARE = 0.01
+MAX_REDRAW_S = 5.0
 EVAL_MARKER = "●"  # evaluations are few: single marked points, visible among the braille lines
 EVAL_COLOR = "orange"
 XLABEL_FROM = 16  # rows: below this the x axis label moves into the title, leaving the rows to the plot
@@ -74,10 +83,15 @@ def stride_indices(n: int, limit: int) -> range | list[int]:
 
 class LossCurve(PlotextPlot):
     """Curves keyed by name, drawn in insertion order, each with its evaluations as marked points;
-    `add_point` / `add_eval` only mark the plot dirty, a timer rebuilds it."""
+    `add_point` / `add_eval` only mark the plot dirty; a timer rebuilds it, or, with
+    `redraw_every=None`, the owner calls `redraw_if_dirty()` on its own tick (one screen update a
+    second instead of two: each costs the UI ~20 ms)."""
 
-    def __init__(self, title: str = "loss", **kwargs) -> None:
+    def __init__(self, title: str = "loss", redraw_every: Optional[float] = REDRAW_S, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.redraw_every = redraw_every
+        self._render_s = 0.0  # how long the last draw took
+        self._drawn_at = -math.inf  # time.monotonic() of the last rebuild
         self.title = title
         self.series: dict[str, Series] = {}
         self.evals: dict[str, Points] = {}  # keyed by the same names as series
@@ -87,8 +101,9 @@ class LossCurve(PlotextPlot):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.set_interval(REDRAW_S, self._redraw_if_dirty)
-        self.call_after_refresh(self._redraw_if_dirty)  # what was set while mounting shows at once
+        if self.redraw_every is not None:
+            self.set_interval(self.redraw_every, self.redraw_if_dirty)
+        self.call_after_refresh(self.redraw_if_dirty)  # what was set while mounting shows at once
 
     def on_resize(self) -> None:
         self._dirty = True  # the x label goes into the title on short plots
@@ -133,15 +148,30 @@ class LossCurve(PlotextPlot):
     def toggle_log_scale(self) -> None:
         self.log_scale = not self.log_scale
         self._dirty = True
+        self.redraw_if_dirty()  # a key press shows at once
 
     def toggle_smoothing(self) -> None:
         self.smoothing = not self.smoothing
         self._dirty = True
+        self.redraw_if_dirty()  # a key press shows at once
 
-    def _redraw_if_dirty(self) -> None:
-        if self._dirty:
-            self._dirty = False
-            self.rebuild()
+    def redraw_if_dirty(self, streaming: bool = False) -> None:
+        """Rebuild if anything changed; `streaming` (new points of a live run) keeps to the CPU budget."""
+        if not self._dirty:
+            return
+        now = time.monotonic()
+        if streaming and now - self._drawn_at < min(max(REDRAW_S, self._render_s / CURVE_CPU_SHARE), MAX_REDRAW_S):
+            return
+        self._dirty = False
+        self._drawn_at = now
+        self.rebuild()
+
+    def render(self):
+        start = time.perf_counter()
+        try:
+            return super().render()
+        finally:
+            self._render_s = time.perf_counter() - start
 
     def rebuild(self) -> None:
         plt = self.plt

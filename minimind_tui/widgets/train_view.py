@@ -18,17 +18,47 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Container, Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import ProgressBar, Static
+from textual.widgets import Static
 
 from minimind.events import (Alert, CheckpointSaved, EvalDone, Event, RunEnded, RunStarted, RunState, StepLogged,
                              dispatch)
 from .loss_curve import LossCurve
+from .step_bar import StepBar
 from .steps_table import StepsTable, fit_duration
 from .text_line import TextLine
 
-FLUSH_S = 1.0  # batch updates: every UI redraw takes CPU and GIL time from the training thread
+# Updates are batched: every redraw takes CPU (and, for a run in a thread, GIL time) from training. On a
+# 2-core machine a millisecond taken from one core stalls training's parallel regions on both, so the
+# pace adapts: as often as every FLUSH_S, but no more often than keeps the app's main thread (drawing,
+# events) under UI_CPU_SHARE of one core, and at least every MAX_FLUSH_S.
+FLUSH_S = 1.0
+MAX_FLUSH_S = 3.0
+UI_CPU_SHARE = 0.01
+TICK_S = 0.25  # how often the pace is checked (a check costs microseconds)
 COMPACT_BELOW = 30  # terminal rows: below this the checkpoint list is one line unless `k` expands it
 SAVES_KEPT = 3
+
+
+class Pacer:
+    """When the next batched update is due: `due()` is True at most every `fastest` s and at least every
+    `slowest` s, the interval chosen so that the calling thread's CPU time between updates (what one
+    update and the rest of its work cost) stays under `share` of the wall time."""
+
+    def __init__(self, fastest: float = FLUSH_S, slowest: float = MAX_FLUSH_S, share: float = UI_CPU_SHARE):
+        self.fastest, self.slowest, self.share = fastest, slowest, share
+        self.interval = fastest
+        self._cpu: Optional[float] = None  # the thread's CPU time at the last update
+        self._next = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        cpu = time.thread_time()
+        if self._cpu is not None:
+            self.interval = min(max((cpu - self._cpu) / self.share, self.fastest), self.slowest)
+        self._cpu, self._next = cpu, now + self.interval
+        return True
 
 
 def format_ppl(ppl: float) -> str:
@@ -104,10 +134,10 @@ class TrainView(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="progress-row"):
             yield TextLine("no run yet: fill in the Config tab and press s to start", id="progress-line")
-            yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="progress")
+            yield StepBar(id="progress")
         with Container(id="live"):
             yield StepsTable(id="steps")
-            yield LossCurve(id="curve")
+            yield LossCurve(id="curve", redraw_every=None)  # redrawn by _flush: one screen update a tick
         yield Static("", id="alert")
         yield TextLine("", id="eval-line")
         yield CheckpointList(id="checkpoints")
@@ -122,12 +152,14 @@ class TrainView(Vertical):
         self.last_eval: EvalDone | None = None
         self.best_eval: EvalDone | None = None
         self.query_one("#eval-line").display = False
-        self.set_interval(FLUSH_S, self._flush)
+        self._pacer = Pacer()
+        self.set_interval(TICK_S, self._tick)
 
     # ---- events --------------------------------------------------------------------------------
     def reset(self) -> None:
         self.query_one("#steps", StepsTable).clear()
         self.query_one("#curve", LossCurve).clear()
+        self.query_one("#curve", LossCurve).redraw_if_dirty()
         self._pending.clear()
         self._saves.clear()
         self.last_step = self.last_eval = self.best_eval = None
@@ -141,8 +173,7 @@ class TrainView(Vertical):
         dispatch(self, event)
 
     def on_run_started(self, event: RunStarted) -> None:
-        bar = self.query_one("#progress", ProgressBar)
-        bar.update(total=event.total_steps, progress=event.start_step)
+        self.query_one("#progress", StepBar).update(event.total_steps, event.start_step)
         self.query_one("#progress-line", TextLine).set(
             f"starting at step {event.start_step}/{event.total_steps} ({event.n_docs} docs, "
             f"{event.iters_per_epoch} steps/epoch)", f"starting at step {event.start_step}/{event.total_steps}")
@@ -185,6 +216,7 @@ class TrainView(Vertical):
 
     def on_run_ended(self, event: RunEnded) -> None:
         self._flush()
+        self.query_one("#curve", LossCurve).redraw_if_dirty()  # the whole run, at once
         line = self.query_one("#progress-line", TextLine)
         if event.status == RunState.FINISHED:
             line.set(f"finished: {event.global_step}/{event.total_steps} steps")
@@ -225,21 +257,26 @@ class TrainView(Vertical):
     def toggle_smoothing(self) -> None:
         self.query_one("#curve", LossCurve).toggle_smoothing()
 
+    def _tick(self) -> None:
+        if self._pacer.due():
+            self._flush()
+
     def _flush(self) -> None:
         if not self.query("#steps"):  # being torn down
             return
         if self._saves_changed:
             self._saves_changed = False
             self.query_one("#checkpoints", CheckpointList).set_saves(list(self._saves))
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        self.query_one("#steps", StepsTable).add(pending)
         curve = self.query_one("#curve", LossCurve)
+        pending, self._pending = self._pending, []
         for e in pending:
             curve.add_point(e.global_step, e.loss)
+        curve.redraw_if_dirty(streaming=True)  # also what an earlier tick left for later
+        if not pending:
+            return
+        self.query_one("#steps", StepsTable).add(pending)
         last = self.last_step = pending[-1]
-        self.query_one("#progress", ProgressBar).update(total=last.total_steps, progress=last.global_step)
+        self.query_one("#progress", StepBar).update(last.total_steps, last.global_step)
         eta_epoch, eta_all = fit_duration(last.epoch_eta, 12), fit_duration(last.total_eta, 12)  # inf/nan: "-"
         self.query_one("#progress-line", TextLine).set(
             f"epoch {last.epoch}/{last.epochs}  step {last.step}/{last.iters}  "
