@@ -68,17 +68,29 @@ def run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     return result
 
 
+def communicate_or_kill(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+    """Wait for a launcher started in its own session; on timeout kill the whole group (torchrun and its
+    workers), so that no stray rank outlives the test blocked on a pipe nobody reads."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+
+
 def stopped_ddp_run(tmp_path: Path, name: str, epochs: int, at_step: int) -> RunStore:
     """A 2-process run asked to stop (through its run directory) once rank 0 prints step `at_step`."""
     proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
         tmp_path, "--epochs", str(epochs), "--batch_size", "2", "--nproc", "2", "--run-name", name)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True)
     store = RunStore(tmp_path / "out" / "runs" / name)
     for line in proc.stdout:
         if line.startswith(f"Epoch:[1/{epochs}]({at_step}/"):
             store.send("stop")
             break
-    proc.communicate(timeout=120)
+    communicate_or_kill(proc)
     assert proc.returncode == 0 and store.read_status()["state"] == "stopped"
     return store
 
@@ -158,7 +170,7 @@ def test_sigint_to_one_rank_stops_every_rank_without_hanging(tmp_path):
     assert len(workers) == 2
     non_main = [w for w in workers if "RANK=1" in " ".join(f"{k}={v}" for k, v in w.environ().items() if k == "RANK")]
     (non_main or workers)[-1].send_signal(signal.SIGINT)  # one rank only
-    output, _ = proc.communicate(timeout=120)
+    output, _ = communicate_or_kill(proc)
     assert proc.returncode == 0, output[-2000:]
     assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()
     assert "Traceback" not in output
