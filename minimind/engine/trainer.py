@@ -499,7 +499,7 @@ class Trainer:
             else contextlib.nullcontext()
         with no_sync:
             with self.precision.autocast():
-                res = self.forward(batch.inputs, logits_at=batch.at) if batch.at is not None else self.forward(batch.inputs)
+                res = self.forward(batch.inputs, logits_at=batch.at)
                 loss = batch.loss(res.logits) + res.aux_loss
             self.scaler.scale(loss / divisor).backward()
         return loss.detach(), res.aux_loss.detach()
