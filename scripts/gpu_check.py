@@ -228,14 +228,19 @@ class Check:
             wait(lambda: status().get("state") == "running" and steps() > 2, "the run to start")
             self.minimind("pause", run)
             wait(lambda: status().get("state") == "paused", "paused")
-            requested = time.time()
+            # A save-now always writes the weights and reports them after the resume state is on disk;
+            # counting those reports (not file times) cannot mistake a periodic save from just before
+            # the pause for the one requested.
+            weight_saves = lambda: sum(1 for r in store.read_events()
+                                       if r.get("event") == "CheckpointSaved" and r.get("kind") == "weights")
+            before = weight_saves()
             self.minimind("save", run)
-            wait(lambda: store.resume_path.is_file() and store.resume_path.stat().st_mtime >= requested - 1,
-                 "the save-now resume state")
+            wait(lambda: weight_saves() > before, "the save-now checkpoint")
             paused_at = load_resume_state(store.resume_path)["global_step"]
             time.sleep(1.0)
+            before = weight_saves()
             self.minimind("save", run)
-            time.sleep(1.0)
+            wait(lambda: weight_saves() > before, "the second save-now checkpoint")
             if load_resume_state(store.resume_path)["global_step"] != paused_at:
                 raise AssertionError("steps advanced while paused")
             self.minimind("resume", run)
