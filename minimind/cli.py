@@ -341,7 +341,14 @@ def _load(source: Path, n_heads: int, device: str, arch: Optional[str], tokenize
         fail(f"--arch {arch!r} is not one of {', '.join(FAMILIES)}")
     where = resolve_device(device)  # a one-line error for cuda without CUDA, or a device that is no device
     model, run_config, family = load_model(source, n_heads=n_heads, device=str(where), arch=arch)
-    folder = tokenizer or (run_config.train.tokenizer if run_config else None) or family.tokenizer_dir
+    if tokenizer or run_config:
+        folder = tokenizer or (run_config.train.tokenizer if run_config else None) or family.tokenizer_dir
+    elif (source.parent / "tokenizer.json").is_file():  # an export folder carries its own tokenizer
+        folder = str(source.parent)
+    else:
+        folder = str(family.tokenizer_dir)
+        typer.echo(f"tokenizer: the one bundled for {family.name} (ours; MiniMind's released weights were "
+                   "trained with MiniMind's own: pass --tokenizer DIR for those)", err=True)
     return model, run_config, family, folder, load_tokenizer(folder)
 
 

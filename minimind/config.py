@@ -365,7 +365,7 @@ class SamplingConfig:
     max_new_tokens: int = 256
     temperature: float = 0.85  # 0 = greedy (MiniMind's eval scripts use 0.85)
     top_p: float = 0.85
-    top_k: int = 0  # 0 = no top-k cut (MiniMind-3's generate() defaults to 50)
+    top_k: int = 50  # MiniMind-3's generate() default; 0 = no top-k cut
     repetition_penalty: float = 1.0
 
 

@@ -256,6 +256,26 @@ def _fuse_experts(state: dict, config: MiniMind3Config) -> dict:
     return out
 
 
+def unfuse_experts(state: dict) -> dict:
+    """MiniMind-3's per-expert keys from transformers 5's fused Qwen3-MoE layout (the inverse of
+    _fuse_experts), so a Hugging Face MoE export loads back; other states pass through."""
+    fused = [k for k in state if k.endswith(".mlp.experts.gate_up_proj")]
+    if not fused:
+        return state
+    out = {k: v for k, v in state.items() if not k.endswith((".mlp.experts.gate_up_proj", ".mlp.experts.down_proj"))}
+    for key in fused:
+        prefix = key[: -len(".gate_up_proj")]
+        gate, up = state[key].chunk(2, dim=1)
+        down = state.get(f"{prefix}.down_proj")
+        if down is None or down.shape[0] != gate.shape[0]:
+            raise CheckpointError(f"{prefix}: gate_up_proj without a matching down_proj: the file is incomplete")
+        for e in range(gate.shape[0]):
+            out[f"{prefix}.{e}.gate_proj.weight"] = gate[e].contiguous()
+            out[f"{prefix}.{e}.up_proj.weight"] = up[e].contiguous()
+            out[f"{prefix}.{e}.down_proj.weight"] = down[e].contiguous()
+    return out
+
+
 def _common_hf(tokenizer) -> dict:
     return {"tie_word_embeddings": True, "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "use_cache": True,

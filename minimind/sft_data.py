@@ -35,15 +35,15 @@ class JsonlConversations(JsonlFile):
         super().__init__(path)
         self.roles = roles
 
-    def conversation(self, index: int) -> tuple[list[dict], Optional[list]]:
-        """(messages for the chat template, tools or None)."""
+    def conversation(self, index: int) -> tuple[list[dict], Optional[list], bool]:
+        """(messages for the chat template, the system turn's tools or None, whether any turn lists tools)."""
         where = self.where(index)
         turns = self.record(index)["conversations"]
         if not isinstance(turns, list) or not turns:
             raise DataError(f"{where}: \"conversations\" is not a list of turns: each line must be an object like "
                             f"{self.example}")
         messages: list[dict] = []
-        tools = None
+        tools, has_tools = None, False
         for n, turn in enumerate(turns, start=1):
             if not isinstance(turn, dict):
                 raise DataError(f"{where}: turn {n} is a {type(turn).__name__}, not an object with role and content")
@@ -66,12 +66,14 @@ class JsonlConversations(JsonlFile):
                 message["reasoning_content"] = self.string(index, turn["reasoning_content"], f"turn {n} reasoning_content")
             if turn.get("tool_calls"):
                 message["tool_calls"] = self._json(index, turn["tool_calls"], f"turn {n} tool_calls")
-            if role == "system" and turn.get("tools"):
-                tools = self._json(index, turn["tools"], f"turn {n} tools")
+            if turn.get("tools"):
+                has_tools = True
+                if role == "system":  # the template's tool list comes from the system turn alone
+                    tools = self._json(index, turn["tools"], f"turn {n} tools")
             messages.append(message)
         if not any(m["role"] == "assistant" for m in messages):
             raise DataError(f"{where}: no assistant turn: nothing to learn from; add a reply or drop the line")
-        return messages, tools
+        return messages, tools, has_tools
 
     def _json(self, index: int, value: Any, name: str) -> Any:
         """MiniMind keeps tool calls and tool lists as JSON strings; accept parsed ones too."""
@@ -134,10 +136,11 @@ class SFTDataset:
 
     def prompt(self, index: int, epoch: int = 0) -> str:
         """The conversation's chat-template text, with MiniMind-3's augmentations drawn for (epoch, line)."""
-        messages, tools = self.conversations.conversation(index)
+        messages, tools, has_tools = self.conversations.conversation(index)
         rng = random.Random(f"{self.seed}-{epoch}-{index}")
         prompts = self.family.sft_system_prompts
-        if prompts and tools is None and messages[0]["role"] != "system" and rng.random() < self.add_system_ratio:
+        # MiniMind-3 adds no system prompt to a conversation where any turn lists tools.
+        if prompts and not has_tools and messages[0]["role"] != "system" and rng.random() < self.add_system_ratio:
             messages = [{"role": "system", "content": rng.choice(prompts)}] + messages
         kwargs = {"tools": tools} if tools is not None else {}
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False, **kwargs)

@@ -5,6 +5,8 @@ from them. Used by training (`--init-from`, `--from_weight`), `generate`, `chat`
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -70,9 +72,24 @@ def load_model(source: str | os.PathLike, n_heads: int = 8, device: str = "cpu",
         family = FAMILIES[arch] if arch else detect_family(raw)
         state = family.own_layout(raw, n_heads=n_heads)
         config = family.infer_config(state, n_heads=n_heads)
+        settings = family.settings_from_hf(_hf_config_beside(path))
+        if settings:
+            config = dataclasses.replace(config, **settings)
     model = family.build_model(config)
     apply_weights(model, state, str(path))
     return model.to(device).eval(), run_config, family
+
+
+def _hf_config_beside(path: Path) -> dict:
+    """The Hugging Face config.json in a weights file's folder (an export), or {}."""
+    config_path = path.parent / "config.json"
+    if not config_path.is_file():
+        return {}
+    try:
+        value = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_path} beside the weights cannot be read ({e}): fix or remove it") from None
+    return value if isinstance(value, dict) else {}
 
 
 def require_file(path: Path, what: str) -> Path:

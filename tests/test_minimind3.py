@@ -133,11 +133,14 @@ def test_toy_rows_with_minimind3s_tokenizer_match_the_spec():
     assert X1[:6].tolist() == [1, 5743, 1100, 1857, 294, 6270] and int(m1.sum()) == 270
 
 
-def test_training_matches_the_naive_reference_loop(tmp_path):
+@pytest.mark.parametrize("moe", [False, True])
+def test_training_matches_the_naive_reference_loop(tmp_path, moe):
     """Our Trainer against the spec's loop written naively: shuffled order (seed + epoch), MiniMind-3's
-    schedule, accumulation with the short window divided by accumulation_steps, fp32."""
+    schedule, accumulation with the short window divided by accumulation_steps, fp32. With MoE the
+    aux loss counts every token of the row, the last one too (MiniMind-3's model shifts inside)."""
     corpus = tiny_corpus(tmp_path, 10)
-    config = RunConfig.from_flat(dict(arch="minimind3", **SMALL, max_seq_len=32, epochs=2, batch_size=4,
+    experts = dict(use_moe=True, num_experts=4, num_experts_per_tok=2) if moe else {}
+    config = RunConfig.from_flat(dict(arch="minimind3", **SMALL, **experts, max_seq_len=32, epochs=2, batch_size=4,
                                       accumulation_steps=2, log_interval=1, save_interval=0, num_workers=0,
                                       device="cpu", dtype="float32", data_path=str(corpus),
                                       save_dir=str(tmp_path / "out")))
@@ -148,7 +151,7 @@ def test_training_matches_the_naive_reference_loop(tmp_path):
     tok = load_tokenizer(MINIMIND3.tokenizer_dir)
     texts = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines()]
     log = []
-    reference = MiniMind3Reference(ReferenceConfig(**SMALL))
+    reference = MiniMind3Reference(ReferenceConfig(**SMALL, **experts))
     run_reference_pretraining([pretrain_row(tok, t, 32) for t in texts], epochs=2, batch_size=4, lr=5e-4,
                               accumulation_steps=2, model=_init_from_seed(reference, 42), log=log)
     # MiniMind-3 logs each micro-step; we log each optimizer step's mean: compare window means.
@@ -156,6 +159,10 @@ def test_training_matches_the_naive_reference_loop(tmp_path):
     expected = [sum(log[e * 3 + s - 1]["loss"] for s in w) / len(w) for e in range(2) for w in windows]
     ours = [e.loss for e in events if isinstance(e, StepLogged)]
     assert ours == pytest.approx(expected, abs=2e-5)
+    # The aux loss is ~1e-3: compare it on its own scale (one token fewer moves it by ~1e-5).
+    expected_aux = [sum(log[e * 3 + s - 1]["aux_loss"] for s in w) / len(w) for e in range(2) for w in windows]
+    assert [e.aux_loss for e in events if isinstance(e, StepLogged)] == pytest.approx(expected_aux, rel=1e-5, abs=1e-9)
+    assert all(a > 0 for a in expected_aux) if moe else not any(expected_aux)
     assert [e.lr for e in events if isinstance(e, StepLogged)] == pytest.approx(
         [log[e * 3 + w[-1] - 1]["lr"] for e in range(2) for w in windows])
     for key, value in reference.state_dict().items():
@@ -253,6 +260,13 @@ def test_hf_export_is_qwen3_and_computes_the_same(tmp_path, moe):
     theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None,
                          pad_token_id=0)[0, len(prompt):].tolist()
     assert ours == theirs and len(set(ours)) > 1
+    # ... and our own tools read the export back (transformers 5 stores MoE experts fused).
+    from minimind.weights import load_model
+
+    again, _, family = load_model(tmp_path / "model.safetensors")
+    assert family is MINIMIND3 and again.config.use_moe == moe
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, model(ids).logits)
 
 
 def test_hf_export_keeps_yarn_rope_scaling(tmp_path):
@@ -312,3 +326,26 @@ def test_the_benchmark_baseline_is_minimind3_and_computes_what_we_compute():
     ids = torch.randint(3, 6400, (2, 40))
     their_logits, _ = theirs(ids)
     assert torch.equal(ours(ids).logits, their_logits)
+
+
+@pytest.mark.parametrize("skip_padding", [False, True])
+def test_a_moe_batch_fed_whole_rows_keeps_its_loss_and_routes_every_token(skip_padding):
+    """MiniMind-3 runs its model on the whole row (ids of length L) and shifts inside: the loss the
+    trainer computes from X = ids[:-1] plus the last token is the masked CE of the X-only forward,
+    and the aux loss is that of a forward over all L tokens."""
+    from minimind.engine.loss import Batch, masked_lm_loss, real_targets_only
+
+    model = small(seed=3, use_moe=True, num_experts=4, num_experts_per_tok=2).train()
+    ids = torch.randint(3, 6400, (3, 9))
+    ids[1, 6:] = 0  # a padded row
+    X, Y, mask = ids[:, :-1], ids[:, 1:], (ids[:, 1:] != 0).long()
+    batch = real_targets_only(X, Y, mask, trim=False) if skip_padding else Batch(X, Y, mask)
+    assert (batch.at is not None) == skip_padding
+    wide = batch.with_last_token(Y[:, -1:])
+    assert torch.equal(wide.inputs, ids)
+    out = model(wide.inputs, logits_at=wide.at)
+    full = model(ids)
+    assert torch.allclose(out.aux_loss, full.aux_loss, rtol=0, atol=0)
+    assert not torch.allclose(model(X).aux_loss, full.aux_loss)  # the last token does move it
+    expected = masked_lm_loss(full.logits[:, :-1], Y, mask)
+    assert torch.allclose(wide.loss(out.logits), expected, rtol=1e-6, atol=1e-6)

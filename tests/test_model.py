@@ -197,6 +197,14 @@ def test_top_p_keeps_only_the_nucleus():
     assert draws == {0}
 
 
+def test_top_p_zero_keeps_the_most_likely_token_and_top_k_cuts_the_rest():
+    """MiniMind-3's generate(): marks shifted right by one, so the first token always stays."""
+    logits = torch.tensor([[1.0, 1.2, 0.9, 1.1]])
+    gen = torch.Generator().manual_seed(0)
+    assert {int(_sample(logits, 1.0, 0.0, gen)) for _ in range(40)} == {1}
+    assert {int(_sample(logits, 1.0, 1.0, gen, top_k=2)) for _ in range(200)} == {1, 3}
+
+
 def test_repetition_penalty_pushes_seen_tokens_down():
     logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
     ids = torch.tensor([[0, 1, 0]])

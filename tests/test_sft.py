@@ -112,6 +112,10 @@ def test_minimind3_augmentations_have_minimind3s_rates_and_are_reproducible(tmp_
     kept = [p for p in prompts if "<think>\n\n</think>\n\n" in p]
     assert 0.13 < len(kept) / len(prompts) < 0.27
     assert ds.prompt(5, 2) == ds.prompt(5, 2) and [ds.prompt(i, 0) for i in range(30)] != [ds.prompt(i, 1) for i in range(30)]
+    # A conversation where any turn lists tools gets no system prompt (MiniMind-3's pre_processing_chat).
+    tooled = [[{**c[0], "tools": '[{"name": "f"}]'}, *c[1:]] for c in convs]
+    ds = SFTDataset(chats(tmp_path, tooled), tok, 400, FAMILIES["minimind3"], seed=3, add_system_ratio=1.0)
+    assert not any(ds.prompt(i, 0).startswith("<|im_start|>system") for i in range(len(tooled)))
 
 
 @pytest.mark.parametrize("turns,words", [

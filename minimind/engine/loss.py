@@ -26,16 +26,26 @@ class Batch:
     targets: torch.Tensor
     loss_mask: torch.Tensor
     at: Optional[torch.Tensor] = None
+    extra_inputs: int = 0  # trailing input columns that have no target (see with_last_token)
 
     def to(self, device: torch.device) -> "Batch":
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device, non_blocking=True)
 
         return Batch(move(self.inputs), move(self.targets), move(self.loss_mask),
-                     None if self.at is None else move(self.at))
+                     None if self.at is None else move(self.at), self.extra_inputs)
+
+    def with_last_token(self, last: torch.Tensor) -> "Batch":
+        """The same batch with each row's last token (the last target column) fed too, as a model that
+        takes the whole row sees it. Causal attention keeps every logit the loss uses unchanged."""
+        width = self.inputs.shape[1]
+        at = None if self.at is None else self.at + self.at // width  # flat positions in the wider rows
+        return Batch(torch.cat([self.inputs, last], dim=1), self.targets, self.loss_mask, at, self.extra_inputs + 1)
 
     def loss(self, logits: torch.Tensor) -> torch.Tensor:
         if self.at is None:
+            if self.extra_inputs:
+                logits = logits[:, : logits.shape[1] - self.extra_inputs]
             return masked_lm_loss(logits, self.targets, self.loss_mask)
         # Positions with mask 0 add exactly 0 to the seed's sum: leaving them out is the same loss.
         return F.cross_entropy(logits, self.targets, reduction="none").sum() / (self.loss_mask.sum() + 1e-8)

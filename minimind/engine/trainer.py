@@ -112,6 +112,8 @@ class Trainer:
     model: nn.Module
     wrapped: nn.Module  # the model, inside DistributedDataParallel when distributed
     forward: Callable  # `wrapped`, compiled when --compile
+    _trim_padding: bool  # cut the columns after a batch's last real target (exact for causal dense models)
+    _whole_rows: bool  # feed each row's last token too (MiniMind-3 MoE: its routing counts it)
     n_params: int
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -284,6 +286,8 @@ class Trainer:
         # Cutting trailing padding columns is exact for a causal dense model; MoE routing statistics
         # and dropout's random draws see every column.
         self._trim_padding = train.skip_padding and not cfg.use_moe and cfg.dropout == 0
+        # Only MoE routing notices the row's last token; a dense model would compute it for nothing.
+        self._whole_rows = self.family.forward_reads_whole_row and cfg.use_moe
 
     def _build_optimizer(self, resume_state: Optional[dict]) -> None:
         train = self.config.train
@@ -491,9 +495,12 @@ class Trainer:
     def _forward_backward(self, X, Y, loss_mask, divisor: int, sync: bool = True):
         """One micro-step; returns its loss and aux loss (detached, undivided)."""
         if self.config.train.skip_padding:
-            batch = real_targets_only(X, Y, loss_mask, trim=self._trim_padding).to(self.precision.device)
+            batch = real_targets_only(X, Y, loss_mask, trim=self._trim_padding)
         else:
-            batch = Batch(X, Y, loss_mask).to(self.precision.device)
+            batch = Batch(X, Y, loss_mask)
+        if self._whole_rows:
+            batch = batch.with_last_token(Y[:, -1:])
+        batch = batch.to(self.precision.device)
         # Inside an accumulation window DDP skips the gradient all-reduce until the last micro-step.
         no_sync = self.wrapped.no_sync() if isinstance(self.wrapped, DistributedDataParallel) and not sync \
             else contextlib.nullcontext()

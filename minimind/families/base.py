@@ -46,6 +46,10 @@ class Family(abc.ABC):
     # An epoch's short last accumulation window divides its losses by "own_length" (the mean: our
     # fix for classic, where MiniMind never applies that window) or by "accumulation_steps" (MiniMind-3).
     short_window_divisor: ClassVar[str]
+    # Whether its training forward reads the whole row (ids of length L, the shift inside the model:
+    # MiniMind-3) or the inputs X = ids[:-1] (classic). Logits agree either way; MoE routing, and so
+    # the aux loss, also counts the row's last token in the first.
+    forward_reads_whole_row: ClassVar[bool] = False
 
     def model_fields(self) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(self.config_class)}
@@ -83,6 +87,11 @@ class Family(abc.ABC):
     def infer_config(self, state: dict, n_heads: int = 8) -> Any:
         """The config a state dict in this family's layout was built with; the head count comes from
         `n_heads` where the shapes cannot tell it, the rest not in the shapes from the defaults."""
+
+    def settings_from_hf(self, hf_config: dict) -> dict[str, Any]:
+        """What a Hugging Face config.json beside a weights file says that the shapes cannot (e.g. an
+        MoE model's top-k), as this family's config fields; {} when it is not this family's export."""
+        return {}
 
     @abc.abstractmethod
     def hf_checkpoint(self, config: Any, state: dict, tokenizer: Any) -> tuple[dict, dict]:

@@ -98,6 +98,7 @@ class MiniMind3Family(Family):
     document_rows = "wrapped"
     sft_labels = SftLabels(assistant_marker="<|im_start|>assistant\n", end_marker="<|im_end|>\n", first=0, last=0)
     short_window_divisor = "accumulation_steps"
+    forward_reads_whole_row = True
     chat_roles = ("system", "user", "assistant", "tool")
     # MiniMind-3's SFTDataset draws one of these, in this order, into 20% of conversations without one.
     sft_system_prompts = (
@@ -131,7 +132,9 @@ class MiniMind3Family(Family):
         if not any(".self_attn.q_norm." in k for k in state):
             raise CheckpointError("these weights have no q_norm/k_norm layers: they are not MiniMind-3 weights "
                                   "(MiniMind2 weights load with --arch classic)")
-        state = dict(state)
+        from ..interop import unfuse_experts  # torch
+
+        state = unfuse_experts(dict(state))  # a transformers 5 Qwen3-MoE export stores experts fused
         # A file may hold only one of the tied tensors (Hugging Face drops lm_head when tied).
         state.setdefault("lm_head.weight", state.get("model.embed_tokens.weight"))
         state.setdefault("model.embed_tokens.weight", state["lm_head.weight"])
@@ -153,12 +156,25 @@ class MiniMind3Family(Family):
         values: dict[str, Any] = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                                       num_key_value_heads=kv_heads, vocab_size=vocab_size)
         experts = {int(m.group(1)) for k in state if (m := re.match(r"model\.layers\.0\.mlp\.experts\.(\d+)\.", k))}
-        if experts:
-            values.update(use_moe=True, num_experts=max(experts) + 1,
-                          moe_intermediate_size=state["model.layers.0.mlp.experts.0.gate_proj.weight"].shape[0])
-        else:
-            values["intermediate_size"] = state["model.layers.0.mlp.gate_proj.weight"].shape[0]
+        try:
+            if experts:
+                values.update(use_moe=True, num_experts=max(experts) + 1,
+                              moe_intermediate_size=state["model.layers.0.mlp.experts.0.gate_proj.weight"].shape[0])
+            else:
+                values["intermediate_size"] = state["model.layers.0.mlp.gate_proj.weight"].shape[0]
+        except KeyError as e:
+            raise CheckpointError(f"these MiniMind-3 weights have no {e.args[0]}: the file is incomplete") from None
         return MiniMind3Config(**values)
+
+    def settings_from_hf(self, hf_config: dict) -> dict[str, Any]:
+        if hf_config.get("model_type") not in ("qwen3", "qwen3_moe"):
+            return {}
+        names = ["rope_theta", "rms_norm_eps", "max_position_embeddings", "num_experts_per_tok", "norm_topk_prob",
+                 "router_aux_loss_coef"]
+        values = {name: hf_config[name] for name in names if name in hf_config}
+        scaling = hf_config.get("rope_scaling")
+        values["inference_rope_scaling"] = isinstance(scaling, dict) and scaling.get("rope_type") == "yarn"
+        return values
 
     def hf_checkpoint(self, config: MiniMind3Config, state: dict, tokenizer: Any) -> tuple[dict, dict]:
         from ..interop import qwen3_checkpoint  # torch, transformers

@@ -132,7 +132,7 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator, t
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0 < top_p < 1.0:
+    if top_p is not None and top_p < 1.0:  # MiniMind-3's rule: the most likely token always stays (top_p 0: greedy)
         sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
         cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
         remove = cum > top_p
