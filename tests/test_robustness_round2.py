@@ -2,12 +2,15 @@
 at the weights, every record read from disk checked, paths and data that moved, and one-line errors
 from every command."""
 
+import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,6 +101,19 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+def fill_the_disk(path: Path) -> None:
+    """Write zeros until the filesystem is full. Unbuffered: a buffered file would retry its last
+    partial chunk on close and raise ENOSPC there, depending on where the free space ran out."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.slow
 def test_a_full_disk_inside_torch_save_ends_the_run_with_one_line_and_keeps_the_last_checkpoint(tmp_path, small_disk):
     # the tiny model's weights (0.9 MB) and one resume state (3.6 MB) fit in 6 MiB; a second one beside it does not
@@ -121,13 +137,7 @@ def test_a_full_disk_while_appending_records_ends_the_run_with_one_line(tmp_path
     store = RunStore(small_disk / "out" / "runs" / "appending")
     try:
         assert wait_until(lambda: store.read_status().get("global_step", 0) >= 3, 60)
-        with open(small_disk / "filler", "wb") as f:  # someone else fills the disk
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fill_the_disk(small_disk / "filler")  # someone else fills it
         output, _ = proc.communicate(timeout=120)
     finally:
         stop(proc)
