@@ -13,7 +13,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import typer
 
@@ -331,25 +331,42 @@ def _refuse_existing(out: Path, force: bool) -> None:
         fail(f"{out} already exists: choose another output, or pass --force to replace it")
 
 
-def _load(source: Path, n_heads: int, device: str, arch: Optional[str], tokenizer: Optional[str]):
-    """(model, run config or None, family, tokenizer folder, tokenizer) for the sampling commands."""
+class Loaded(NamedTuple):
+    """What the sampling, eval and export commands load; `note` names a guessed tokenizer (or is empty)."""
+
+    model: Any
+    run_config: Optional[RunConfig]
+    family: Any
+    tokenizer_folder: Any
+    tokenizer: Any
+    note: str
+
+
+def _load(source: Path, n_heads: int, device: str, arch: Optional[str], tokenizer: Optional[str]) -> Loaded:
+    """The model and the tokenizer that goes with it: --tokenizer, else the run's, else the one beside an
+    exported weights file, else the family's bundled one (with a note saying so)."""
     from .engine.environment import resolve_device
     from .tokenizer import load_tokenizer
-    from .weights import load_model
+    from .weights import load_model, run_that_saved
 
     if arch is not None and arch not in FAMILIES:
         fail(f"--arch {arch!r} is not one of {', '.join(FAMILIES)}")
     where = resolve_device(device)  # a one-line error for cuda without CUDA, or a device that is no device
     model, run_config, family = load_model(source, n_heads=n_heads, device=str(where), arch=arch)
+    note = ""
     if tokenizer or run_config:
         folder = tokenizer or (run_config.train.tokenizer if run_config else None) or family.tokenizer_dir
-    elif (source.parent / "tokenizer.json").is_file():  # an export folder carries its own tokenizer
+    elif all((source.parent / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        # an export folder carries its own tokenizer
         folder = str(source.parent)
+    elif (writer := run_that_saved(source)) is not None and writer.family is family:  # one of our runs' files
+        folder = writer.train.tokenizer or str(family.tokenizer_dir)
     else:
         folder = str(family.tokenizer_dir)
-        typer.echo(f"tokenizer: the one bundled for {family.name} (ours; MiniMind's released weights were "
-                   "trained with MiniMind's own: pass --tokenizer DIR for those)", err=True)
-    return model, run_config, family, folder, load_tokenizer(folder)
+        note = (f"tokenizer: the one bundled for {family.name} (ours; MiniMind's released weights were trained "
+                "with MiniMind's own: pass --tokenizer DIR for those)")
+    return Loaded(model, run_config, family, folder, load_tokenizer(folder), note)
+
 
 
 @app.command()
@@ -369,9 +386,11 @@ def generate(source: Path = SOURCE_ARGUMENT,
     from .sampling import stream_text
 
     try:
-        model, _, _, _, tok = _load(source, n_heads, device, arch, tokenizer)
+        model, _, _, _, tok, note = _load(source, n_heads, device, arch, tokenizer)
     except MiniMindError as e:
         fail(str(e))
+    if note:
+        typer.echo(note, err=True)
     sampling = SamplingConfig(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
     typer.echo(prompt, nl=False)
     for piece in stream_text(model, tok, prompt, sampling, seed):
@@ -403,7 +422,7 @@ def evaluate(source: Path = SOURCE_ARGUMENT,
     from .stages import STAGES
 
     try:
-        model, run_config, family, _, tok = _load(source, n_heads, "cpu", arch, tokenizer)
+        model, run_config, family, _, tok, note = _load(source, n_heads, "cpu", arch, tokenizer)
         stage = stage or (run_config.train.stage if run_config else "pretrain")
         if stage not in STAGES:
             fail(f"--stage {stage!r} is not one of {', '.join(STAGES)}")
@@ -418,6 +437,8 @@ def evaluate(source: Path = SOURCE_ARGUMENT,
     except MiniMindError as e:
         fail(str(e))
     values = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, "docs": result.docs}
+    if note:
+        typer.echo(note, err=True)
     if json_output:
         typer.echo(json.dumps(values))
         return
@@ -440,11 +461,13 @@ def chat(source: Path = SOURCE_ARGUMENT,
     from .chat import COMMANDS, Chat
 
     try:
-        model, _, family, _, tok = _load(source, n_heads, device, arch, tokenizer)
+        model, _, family, _, tok, note = _load(source, n_heads, device, arch, tokenizer)
         session = Chat(model, tok, SamplingConfig(max_new_tokens, temperature, top_p, top_k, repetition_penalty),
                        seed, system)
     except MiniMindError as e:
         fail(str(e))
+    if note:
+        typer.echo(note, err=True)
     typer.echo(f"chat with {source} ({family.name}); " + ", ".join(f"{c}: {w}" for c, w in COMMANDS.items())
                + "; Ctrl-C stops a reply, Ctrl-D leaves")
     interrupted = {"now": False}
@@ -541,7 +564,7 @@ def export(source: Path = SOURCE_ARGUMENT,
             fail(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
     _refuse_existing(out, force)
     try:
-        model, _, family, folder, tok = _load(source, n_heads, "cpu", arch, tokenizer)
+        model, _, family, folder, tok, note = _load(source, n_heads, "cpu", arch, tokenizer)
         if format == "gguf":
             summary = export_gguf(family, model.config, model_state(model), tok, out, outtype or "f32", folder)
         else:
@@ -559,6 +582,8 @@ def export(source: Path = SOURCE_ARGUMENT,
     else:
         typer.echo(f"exported {source} to {out}: load it with transformers.AutoModelForCausalLM.from_pretrained"
                    f"({str(out)!r})")
+    if note:
+        typer.echo(note, err=True)
 
 
 @tokenizer_app.command("train")

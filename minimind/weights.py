@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import RunConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, MiniMindError
 from .families import FAMILIES, Family
 from .interop import load_state
 from .storage.checkpoint import apply_weights, load_resume_state, load_weights
-from .storage.run_store import RunStore
+from .storage.run_store import RunStore, list_runs
 
 
 def detect_family(state: dict) -> Family:
@@ -78,6 +78,27 @@ def load_model(source: str | os.PathLike, n_heads: int = 8, device: str = "cpu",
     model = family.build_model(config)
     apply_weights(model, state, str(path))
     return model.to(device).eval(), run_config, family
+
+
+def run_that_saved(path: str | os.PathLike) -> Optional[RunConfig]:
+    """The config of the run (under the file's folder) whose record says it wrote this very file, same
+    size and time; None when no run there did, or another run has overwritten it since."""
+    path = Path(path)
+    try:
+        stat, where = path.stat(), path.resolve()
+        stores = list_runs(path.parent)
+    except (OSError, MiniMindError):
+        return None
+    for store in reversed(stores):
+        try:
+            for saved in store.read_status().get("checkpoints", {}).values():
+                if (isinstance(saved, dict) and isinstance(saved.get("path"), str)
+                        and Path(saved["path"]).resolve() == where
+                        and (saved.get("size"), saved.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)):
+                    return RunConfig.from_dict(store.read_config())
+        except (OSError, MiniMindError):
+            continue
+    return None
 
 
 def _hf_config_beside(path: Path) -> dict:

@@ -209,3 +209,31 @@ def test_quiet_prints_only_evaluations_and_the_end_and_verbose_every_save(tmp_pa
     assert any("resume state" in l for l in verbose.output.splitlines())
     both = runner.invoke(app, tiny_args(tmp_path, "--quiet", "--verbose"))
     assert both.exit_code == 2 and "do not mix" in both.output and "Traceback" not in both.output
+
+
+def test_a_weights_file_gets_the_tokenizer_its_run_trained_with(tmp_path):
+    """generate/chat/eval/export from a bare weights file: the tokenizer of the run that wrote it
+    (found through its record), else the one beside an export, else the bundled one with a note."""
+    import shutil
+
+    from minimind.cli import _load
+    from minimind.engine.trainer import Trainer
+    from minimind.families import CLASSIC
+    from tests.helpers import tiny_config
+
+    own = shutil.copytree(CLASSIC.tokenizer_dir, tmp_path / "my-tokenizer")
+    Trainer(tiny_config(tmp_path, epochs=1, save_interval=100, tokenizer=str(own))).run()
+    weights = tmp_path / "out" / "minimind_pretrain_32.pth"
+    loaded = _load(weights, 4, "cpu", None, None)
+    assert loaded.tokenizer_folder == str(own) and loaded.note == ""
+
+    elsewhere = tmp_path / "copied" / "w.pth"  # no record says who wrote it
+    elsewhere.parent.mkdir()
+    shutil.copy(weights, elsewhere)
+    result = runner.invoke(app, ["generate", str(elsewhere), "-p", "a", "--max-new-tokens", "2", "--n-heads", "4"])
+    assert result.exit_code == 0, result.output
+    assert "tokenizer: the one bundled for classic" in result.stderr and "--tokenizer DIR" in result.stderr
+    assert "tokenizer:" not in result.stdout
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # as an export folder has them
+        shutil.copy(own / name, elsewhere.parent / name)
+    assert _load(elsewhere, 4, "cpu", None, None).tokenizer_folder == str(elsewhere.parent)
