@@ -16,7 +16,7 @@ from .errors import CheckpointError, MiniMindError
 from .families import FAMILIES, Family
 from .interop import load_state
 from .storage.checkpoint import apply_weights, load_resume_state, load_weights
-from .storage.run_store import RunStore, list_runs
+from .storage.run_store import RunStore, is_same_file, list_runs
 
 
 def detect_family(state: dict) -> Family:
@@ -44,7 +44,7 @@ def load_run_weights(run_dir: str | os.PathLike) -> tuple[dict, RunConfig]:
     except OSError:
         raise CheckpointError(f"run {store.run_id}'s weights file {path} is gone and it has no resume state: "
                               "nothing to load") from None
-    if (saved.get("size"), saved.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
+    if not is_same_file(saved, stat):
         raise CheckpointError(f"{path} was written by another run since run {store.run_id} saved it, and this run "
                               "has no resume state: its own weights are gone (load the other run, or that file)")
     return load_weights(path), run_config
@@ -94,7 +94,7 @@ def run_that_saved(path: str | os.PathLike) -> Optional[RunConfig]:
             for saved in store.read_status().get("checkpoints", {}).values():
                 if (isinstance(saved, dict) and isinstance(saved.get("path"), str)
                         and Path(saved["path"]).resolve() == where
-                        and (saved.get("size"), saved.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)):
+                        and is_same_file(saved, stat)):
                     return RunConfig.from_dict(store.read_config())
         except (OSError, MiniMindError):
             continue

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 Emit = Callable[[Event], None]
 POLL_S = 0.5  # how often a followed run directory is read
-REAP_S = 10.0  # how long a finished launched process may take to exit
+REAP_S = 60.0  # how long a finished launched process may take to exit (a loaded machine is slow to tear down)
 
 # Where a run the app starts trains: the one declaration behind `minimind-tui --launch` and the form.
 LAUNCH_MODES = {

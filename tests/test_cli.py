@@ -135,18 +135,20 @@ def test_generate_and_tokenizer_train(tmp_path):
     assert len(t) == 400 and (t.pad_token_id, t.bos_token_id, t.eos_token_id) == (0, 1, 2)
 
 
-def start_headless(tmp_path, *extra):
-    """`minimind train` in its own process, as a user would start it in tmux or with nohup."""
+def start_headless(tmp_path, *extra, log=None):
+    """`minimind train` in its own process, as a user would start it in tmux or with nohup; its output
+    to `log` when given (a pipe nobody reads while the test waits would fill and block the run)."""
     args = [sys.executable, "-m", "minimind", *tiny_args(tmp_path, "--epochs", "200", "--save_interval", "0",
                                                         "--log_interval", "1", *extra)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(args, stdout=log.open("w") if log else subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 
 @pytest.mark.slow
 def test_control_from_another_process(tmp_path):
-    proc = start_headless(tmp_path, "--run-name", "live")
+    log = tmp_path / "train.log"
+    proc = start_headless(tmp_path, "--run-name", "live", log=log)
     try:
         out = tmp_path / "out"
         store = RunStore(out / "runs" / "live")
@@ -163,9 +165,10 @@ def test_control_from_another_process(tmp_path):
         assert cli("resume").returncode == 0
         assert wait_until(lambda: store.read_status().get("global_step", 0) > step + 1, 30)
         assert cli("stop").returncode == 0
-        output, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=120)
     finally:
         proc.kill()
+    output = log.read_text(encoding="utf-8")
     assert proc.returncode == 0, output
     assert "stopped at step" in output and f"minimind train --resume {out / 'runs' / 'live'}" in output
     assert store.read_status()["state"] == "stopped"

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from minimind.cli import app
 from minimind.storage.checkpoint import load_resume_state, load_weights
 from minimind.storage.run_store import RunStore
-from tests.helpers import tiny_config, tiny_corpus, tiny_flags
+from tests.helpers import tiny_config, tiny_corpus, tiny_flags, wait_until
 
 runner = CliRunner()
 
@@ -264,10 +264,10 @@ def test_kill_9_at_random_moments_leaves_loadable_checkpoints_and_resume_auto_co
     rng = random.Random(1234)
     out = tmp_path / "out"
     proc = start_training(tmp_path, "--epochs", "6")
+    first = proc  # before its first save a run has nothing to resume from: wait for one
+    assert wait_until(lambda: list(out.glob("runs/*/checkpoints/resume.pt")) or first.poll() is not None, 300,
+                      every=0.05) and first.poll() is None, "the run never saved"
     for round_ in range(3):
-        if round_ == 0:  # before its first save a run has nothing to resume from: wait for one
-            while not list(out.glob("runs/*/checkpoints/resume.pt")):
-                time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 2.0) if round_ == 0 else rng.uniform(2.5, 5.0))  # it saves every step
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -285,7 +285,11 @@ def test_kill_9_at_random_moments_leaves_loadable_checkpoints_and_resume_auto_co
             break
         proc = subprocess.Popen([sys.executable, "-m", "minimind", "train", "--resume", "auto", "--save_dir", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output, _ = proc.communicate(timeout=300)
+    try:  # generous: a loaded 2-core machine trains these ~120 steps (a fsync'd save each) slowly
+        output, _ = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     assert proc.returncode in (0, -signal.SIGKILL), output
     [run] = list((out / "runs").iterdir())
     status = RunStore(run).read_status()
@@ -297,10 +301,7 @@ def test_kill_9_at_random_moments_leaves_loadable_checkpoints_and_resume_auto_co
 def test_sigterm_stops_gracefully(tmp_path):
     proc = start_training(tmp_path, "--epochs", "100", "--save_interval", "0", "--run-name", "t")
     store = RunStore(tmp_path / "out" / "runs" / "t")
-    for _ in range(300):
-        if store.read_status().get("global_step", 0) >= 1:
-            break
-        time.sleep(0.1)
+    assert wait_until(lambda: store.read_status().get("global_step", 0) >= 1, 120)  # its SIGTERM handler is set
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()
@@ -311,10 +312,7 @@ def test_two_runs_on_one_save_dir_keep_their_own_files(tmp_path):
     first = start_training(tmp_path, "--epochs", "200", "--run-name", "first")
     try:
         first_store = RunStore(tmp_path / "out" / "runs" / "first")
-        for _ in range(300):
-            if first_store.read_status().get("global_step", 0) >= 2:
-                break
-            time.sleep(0.1)
+        assert wait_until(lambda: first_store.read_status().get("global_step", 0) >= 2, 120)
         assert first_store.read_status()["state"] == "running"
         result = runner.invoke(app, ["train", "--dim", "64", "--n_layers", "2", "--n-heads", "4", "--max_seq_len", "64",
                                      "--num_workers", "0", "--epochs", "1",

@@ -136,9 +136,15 @@ def test_a_full_disk_while_appending_records_ends_the_run_with_one_line(tmp_path
                     save_dir=small_disk / "out")
     store = RunStore(small_disk / "out" / "runs" / "appending")
     try:
-        assert wait_until(lambda: store.read_status().get("global_step", 0) >= 3, 60)
-        fill_the_disk(small_disk / "filler")  # someone else fills it
-        output, _ = proc.communicate(timeout=120)
+        assert wait_until(lambda: store.read_status().get("global_step", 0) >= 3, 120)
+        # Someone else fills the disk, all of it, while the run is held still: a filler still writing
+        # when the run gives up its reserve would take that space too.
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            fill_the_disk(small_disk / "filler")
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        output, _ = proc.communicate(timeout=300)
     finally:
         stop(proc)
     assert proc.returncode == 1 and "Traceback" not in output, output

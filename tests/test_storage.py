@@ -243,3 +243,23 @@ def test_background_writer_writes_one_at_a_time_and_hands_failures_to_the_caller
     with pytest.raises(OSError, match="No space"):
         writer.finished(wait=True)
     assert writer.finished(wait=True) == []  # reported once
+
+
+def test_a_replaced_file_is_told_apart_even_with_the_same_size_and_time(tmp_path):
+    """Coarse timestamps (some network and overlay filesystems) cannot hide an overwrite: an atomic
+    replace makes a new inode."""
+    import os
+
+    from minimind.storage.run_store import file_identity, is_same_file
+
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"a" * 10)
+    saved = file_identity(path.stat())
+    assert is_same_file(saved, path.stat())
+    other = tmp_path / "other"
+    other.write_bytes(b"b" * 10)
+    os.utime(other, ns=(saved["mtime_ns"], saved["mtime_ns"]))
+    os.replace(other, path)
+    assert path.stat().st_mtime_ns == saved["mtime_ns"] and path.stat().st_size == saved["size"]
+    assert not is_same_file(saved, path.stat())
+    assert is_same_file({"size": 10, "mtime_ns": saved["mtime_ns"]}, path.stat())  # an older record: size and time

@@ -188,7 +188,7 @@ def test_a_real_training_run_through_the_app(tmp_path, launch):
             assert await wait_for(pilot, lambda: "device cpu" in str(device_line.render())
                                   and "memory" not in str(device_line.render()), 10)
             if launch == "process":
-                assert await wait_for(pilot, lambda: app.session.process.returncode == 0, 15)
+                assert await wait_for(pilot, lambda: app.session.process.returncode == 0, 70)  # reaped by the app
             await pilot.press("3")
             runs = app.query_one("#runs-table", DataTable)
             assert await wait_for(pilot, lambda: runs.row_count == 1)
@@ -226,7 +226,8 @@ def test_attach_to_a_headless_run_and_steer_it(tmp_path):
             assert await wait_for(pilot, lambda: app.query_one("#steps", StepsTable).row_count > 2, 30)
             await pilot.press("p")
             assert await wait_for(pilot, lambda: app.state == "paused", 30)
-            assert store.read_status()["state"] == "paused"
+            # the viewer follows events.jsonl; status.json is written just after the event
+            assert await wait_for(pilot, lambda: store.read_status().get("state") == "paused", 10)
             await pilot.press("p")
             assert await wait_for(pilot, lambda: app.state == "running", 30)
             await pilot.press("x")
@@ -282,8 +283,8 @@ def test_a_streaming_curve_keeps_to_its_cpu_budget_and_key_presses_redraw_at_onc
         app = CurveApp()
         async with app.run_test(size=SIZE) as pilot:
             curve = app.query_one("#curve", LossCurve)
-            await pilot.pause()  # the empty plot, drawn once mounted: its real render time is measured
-            assert curve._render_s > 0
+            # the empty plot, drawn once mounted: its real render time is measured
+            assert await wait_for(pilot, lambda: curve._render_s > 0 and curve._drawn_at > float("-inf"))
 
             def interval():
                 return min(max(loss_curve.REDRAW_S, curve._render_s / loss_curve.CURVE_CPU_SHARE),

@@ -186,7 +186,7 @@ class RunStore(EventHandler):
         saved: dict[str, Any] = {"path": event.path, "global_step": event.global_step}
         try:  # what the file was, so a later reader can tell whether another run has overwritten it since
             stat = os.stat(event.path)
-            saved.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            saved.update(file_identity(stat))
         except OSError:
             pass
         self._status.setdefault("checkpoints", {})[event.kind] = saved
@@ -434,6 +434,19 @@ class RunSummary:
             started=started, duration=(end - started) if started and end else None,
             checkpoints=checkpoints, resumable=store.resume_path.is_file(), problem=problem,
         )
+
+
+def file_identity(stat: os.stat_result) -> dict[str, int]:
+    """What tells a saved file from a later one at the same path: an atomic replace makes a new inode,
+    so this holds even where timestamps are coarse (some network and overlay filesystems)."""
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino}
+
+
+def is_same_file(saved: dict, stat: os.stat_result) -> bool:
+    """Whether a checkpoint record still describes the file now at its path (records from before the
+    inode was kept compare size and time only)."""
+    now = file_identity(stat)
+    return all(saved.get(key) == now[key] for key in now if key in saved or key != "ino")
 
 
 def list_runs(save_dir: str | os.PathLike) -> list[RunStore]:
