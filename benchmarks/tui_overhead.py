@@ -5,7 +5,8 @@ Both runs train the seed model on the toy corpus for EPOCHS epochs with the reco
 record metrics.jsonl; steady-state throughput is read back from it (the first WARMUP_STEPS steps,
 during which the app is still starting and building its screens, are excluded from both). The app runs in
 Textual's headless test driver: layout, table updates and plot rebuilds all happen, only the bytes
-to a terminal are skipped. Interleaved rounds, medians.
+to a terminal are skipped. A plain thread without any UI is measured too, so thread mode's cost can be
+split into "a thread" and "the UI". Interleaved rounds, medians.
 
     python benchmarks/tui_overhead.py [--repeats 3]
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import sys
 import tempfile
+import threading
 
 import torch
 from common import RunConfig, interleave, machine, median_of
@@ -49,6 +52,32 @@ def headless() -> dict:
         return throughput(tmp)
 
 
+def headless_thread() -> dict:
+    """The same headless run in a plain thread of this process, with the switch interval a thread-mode
+    run sets: what a thread costs by itself, so the UI's own share of thread mode can be read apart."""
+    from minimind_tui.sessions import TRAINING_SWITCH_INTERVAL_S
+
+    result: dict = {}
+    sys.setswitchinterval(TRAINING_SWITCH_INTERVAL_S)
+    worker = threading.Thread(target=lambda: result.update(headless()))
+    worker.start()
+    worker.join()
+    return result
+
+
+def restoring_switch_interval(fn):
+    """A thread-mode run lowers the interpreter's switch interval for good; each measured run starts
+    from the default so the runs that follow are not changed by it."""
+    default = sys.getswitchinterval()
+
+    def run() -> dict:
+        try:
+            return fn()
+        finally:
+            sys.setswitchinterval(default)
+    return run
+
+
 def tui(launch: str) -> dict:
     from minimind_tui.app import make_app
 
@@ -69,14 +98,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    results = interleave({"headless": headless, "tui, process": lambda: tui("process"),
-                          "tui, thread": lambda: tui("thread")}, args.repeats)
+    modes = {"headless": headless, "headless, plain thread": headless_thread,
+             "tui, process": lambda: tui("process"), "tui, thread": lambda: tui("thread")}
+    results = interleave({name: restoring_switch_interval(fn) for name, fn in modes.items()}, args.repeats)
     h = median_of(results["headless"], "tokens_per_s")
     print(f"\n| run | real tok/s (median of {args.repeats}) | vs headless | overhead |")
     print("|---|---:|---:|---:|")
     for name, runs in results.items():
         t = median_of(runs, "tokens_per_s")
         print(f"| {name} | {t:,.0f} | {t / h:.3f} | {1 - t / h:.1%} |")
+    # Paired by round: the UI's own cost in thread mode, against a plain thread of the same round.
+    pairs = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(results["tui, thread"],
+                                                                   results["headless, plain thread"])]
+    print(f"\ntui, thread vs headless, plain thread, per round: {', '.join(f'{1 - r:+.1%}' for r in pairs)} "
+          f"(median {1 - sorted(pairs)[len(pairs) // 2]:+.1%} overhead)")
 
 
 if __name__ == "__main__":
