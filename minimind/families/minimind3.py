@@ -171,8 +171,12 @@ class MiniMind3Family(Family):
             return {}
         names = ["rope_theta", "rms_norm_eps", "max_position_embeddings", "num_experts_per_tok", "norm_topk_prob",
                  "router_aux_loss_coef"]
-        values = {name: hf_config[name] for name in names if name in hf_config}
-        scaling = hf_config.get("rope_scaling")
+        # transformers 5's save_pretrained nests RoPE under rope_parameters; our export writes the flat keys
+        nested = hf_config.get("rope_parameters")
+        rope: dict = nested if isinstance(nested, dict) else {}
+        flat = {**hf_config, **({"rope_theta": rope["rope_theta"]} if "rope_theta" in rope else {})}
+        values = {name: flat[name] for name in names if name in flat}
+        scaling = hf_config.get("rope_scaling") or rope
         values["inference_rope_scaling"] = isinstance(scaling, dict) and scaling.get("rope_type") == "yarn"
         return values
 

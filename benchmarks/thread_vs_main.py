@@ -1,0 +1,68 @@
+"""Does training in a thread cost anything by itself? The same headless run (seed model, toy corpus
+packed, 2 epochs) in the main thread and in a plain Python thread, each in a fresh process,
+alternating, so no run inherits another's heap. No UI anywhere: this is the control for
+tui_overhead.py's thread mode.
+
+    python benchmarks/thread_vs_main.py [--repeats 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+
+from common import machine
+from tui_overhead import config, throughput
+
+EPOCHS = 2
+
+
+def one_run() -> dict:
+    from minimind.console import ConsolePrinter
+    from minimind.engine.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Trainer(config(tmp).replace(epochs=EPOCHS),
+                observers=[ConsolePrinter(out=io.StringIO(), err=io.StringIO())]).run()
+        return throughput(tmp)
+
+
+def child(mode: str) -> None:
+    result: dict = {}
+    if mode == "main":
+        result.update(one_run())
+    else:
+        worker = threading.Thread(target=lambda: result.update(one_run()))
+        worker.start()
+        worker.join()
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--child", choices=["main", "thread"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    print(f"machine: {machine()}")
+    results: dict[str, list[float]] = {"main": [], "thread": []}
+    for r in range(args.repeats):
+        for mode in results:
+            out = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True,
+                                 check=True)
+            results[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"])
+            print(f"  round {r + 1}/{args.repeats} {mode}: {results[mode][-1]:,.0f} real tok/s", flush=True)
+    m, t = statistics.median(results["main"]), statistics.median(results["thread"])
+    print(f"\nmedian real tok/s: main thread {m:,.0f}, plain thread {t:,.0f}: the thread is {t / m:.3f}x the main")
+
+
+if __name__ == "__main__":
+    main()
