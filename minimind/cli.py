@@ -347,26 +347,14 @@ def _load(source: Path, n_heads: int, device: str, arch: Optional[str], tokenize
     exported weights file, else the family's bundled one (with a note saying so)."""
     from .engine.environment import resolve_device
     from .tokenizer import load_tokenizer
-    from .weights import load_model, run_that_saved
+    from .weights import load_model, tokenizer_folder_for
 
     if arch is not None and arch not in FAMILIES:
         fail(f"--arch {arch!r} is not one of {', '.join(FAMILIES)}")
     where = resolve_device(device)  # a one-line error for cuda without CUDA, or a device that is no device
     model, run_config, family = load_model(source, n_heads=n_heads, device=str(where), arch=arch)
-    note = ""
-    if tokenizer or run_config:
-        folder = tokenizer or (run_config.train.tokenizer if run_config else None) or family.tokenizer_dir
-    elif all((source.parent / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
-        # an export folder carries its own tokenizer
-        folder = str(source.parent)
-    elif (writer := run_that_saved(source)) is not None and writer.family is family:  # one of our runs' files
-        folder = writer.train.tokenizer or str(family.tokenizer_dir)
-    else:
-        folder = str(family.tokenizer_dir)
-        note = (f"tokenizer: the one bundled for {family.name} (ours; MiniMind's released weights were trained "
-                "with MiniMind's own: pass --tokenizer DIR for those)")
+    folder, note = tokenizer_folder_for(source, run_config, family, tokenizer)
     return Loaded(model, run_config, family, folder, load_tokenizer(folder), note)
-
 
 
 @app.command()

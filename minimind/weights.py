@@ -101,6 +101,26 @@ def run_that_saved(path: str | os.PathLike) -> Optional[RunConfig]:
     return None
 
 
+def tokenizer_folder_for(source: str | os.PathLike, run_config: Optional[RunConfig], family: Family,
+                         tokenizer: Optional[str] = None) -> tuple[str, str]:
+    """(folder, note) of the tokenizer that goes with a model loaded from `source`: `tokenizer` if given,
+    else its run's (a run directory, or a file whose run record says that run wrote it), else the
+    tokenizer files beside it (an export), else the family's bundled one, with a note saying so."""
+    path = Path(source)
+    if tokenizer:
+        return str(tokenizer), ""
+    if run_config is None and not path.is_dir():
+        if all((path.parent / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+            return str(path.parent), ""
+        writer = run_that_saved(path)
+        run_config = writer if writer is not None and writer.family is family else None
+        if run_config is None:
+            return str(family.tokenizer_dir), (
+                f"tokenizer: the one bundled for {family.name} (ours; MiniMind's released weights were trained "
+                "with MiniMind's own: pass --tokenizer DIR for those)")
+    return str((run_config.train.tokenizer if run_config else None) or family.tokenizer_dir), ""
+
+
 def _hf_config_beside(path: Path) -> dict:
     """The Hugging Face config.json in a weights file's folder (an export), or {}."""
     config_path = path.parent / "config.json"

@@ -83,11 +83,11 @@ class SampleScreen(ModalScreen[None]):
         # Loading a model needs torch; the app itself starts without it.
         from minimind.sampling import stream_text
         from minimind.tokenizer import load_tokenizer
-        from minimind.weights import load_model
+        from minimind.weights import load_model, tokenizer_folder_for
 
         try:
             model, run_config, family = load_model(self.source)
-            tok = load_tokenizer((run_config.train.tokenizer if run_config else None) or family.tokenizer_dir)
+            tok = load_tokenizer(tokenizer_folder_for(self.source, run_config, family)[0])
             sampling = dataclasses.replace(DEFAULTS, max_new_tokens=max_new, temperature=temperature, top_p=top_p)
             for piece in stream_text(model, tok, prompt, sampling):
                 self.post_message(SampleText(piece))

@@ -80,11 +80,11 @@ class ChatView(Vertical):
         # torch and the model load here, off the UI thread; the app itself starts without them.
         from minimind.chat import Chat
         from minimind.tokenizer import load_tokenizer
-        from minimind.weights import load_model
+        from minimind.weights import load_model, tokenizer_folder_for
 
         try:
             model, run_config, family = load_model(source)
-            tok = load_tokenizer((run_config.train.tokenizer if run_config else None) or family.tokenizer_dir)
+            tok = load_tokenizer(tokenizer_folder_for(source, run_config, family)[0])
             self.post_message(ChatLoaded(Chat(model, tok, SamplingConfig()), f"{family.name} model from {source}"))
         except MiniMindError as e:
             self.post_message(ChatLoaded(None, str(e)))
