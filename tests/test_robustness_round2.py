@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from minimind.cli import app
 from minimind.engine.trainer import Trainer
 from minimind.errors import CheckpointError
-from minimind.events import RunState
+from minimind.events import Alert, RunState
 from minimind.storage.atomic import atomic_write_json
-from minimind.storage.checkpoint import load_resume_state, load_weights
+from minimind.storage.checkpoint import all_finite, load_resume_state, load_weights
 from minimind.storage.run_store import RunStore, RunSummary, find_resumable
 from tests.helpers import tiny_config, tiny_corpus, tiny_flags, wait_until
 
@@ -376,3 +376,28 @@ def test_generate_never_loads_another_runs_weights(tmp_path):
     one_line_error(runner.invoke(app, ["generate", str(a.path), "-p", "x", "--max-new-tokens", "2"]),
                    "written by another run since run a saved it")
     assert runner.invoke(app, ["generate", str(b.path), "-p", "x", "--max-new-tokens", "2"]).exit_code == 0
+
+
+def test_all_finite_is_exact_on_half_precision_snapshots():
+    big = torch.full((1000,), 65504.0, dtype=torch.float16)  # the largest fp16: the fp32 sum stays finite
+    assert all_finite({"a": big, "b": -big, "i": torch.arange(3)})
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        broken = big.clone()
+        broken[7] = bad
+        assert not all_finite({"a": big, "b": broken})
+    both = torch.tensor([float("inf"), float("-inf")], dtype=torch.float16)  # inf - inf = nan: still caught
+    assert not all_finite({"a": both})
+
+
+def test_weights_beyond_fp16_range_are_not_saved_and_the_run_goes_on(tmp_path):
+    alerts = []
+    trainer = Trainer(tiny_config(tmp_path, epochs=1, run_name="wide"),
+                      observers=[lambda e: alerts.append(e.message) if isinstance(e, Alert) else None])
+    with torch.no_grad():  # finite in fp32, inf once saved in fp16
+        next(trainer.model.parameters())[0, 0] = 1e6
+    ended = trainer.run()
+    assert ended.status == "finished", ended
+    assert any("exceed fp16's range" in m for m in alerts), alerts
+    assert not (tmp_path / "out" / "minimind_pretrain_32.pth").exists()  # never a file holding inf
+    store = RunStore(tmp_path / "out" / "runs" / "wide")
+    assert store.resume_path.exists()  # fp32 is fine: exact resume states are still written

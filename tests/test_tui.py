@@ -486,6 +486,25 @@ def plot_rows(drawn: str) -> int:
     return bottom - top - 1
 
 
+def test_the_steps_table_never_trails_the_eval_line(tmp_path):
+    """Steps are drawn at a paced tick, an evaluation at once: the steps it follows are drawn with it."""
+    from minimind_tui.widgets.train_view import TrainView
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), launch="thread")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            view = app.query_one("#train-view", TrainView)
+            view.handle(started_with(EVALUATING))  # no await below: no tick can flush in between
+            for i in range(1, 9):
+                view.handle(step(i))
+            view.handle(evaluated(8, 5.0, True))
+            assert "at step 8" in app.query_one("#eval-line").text
+            assert app.query_one("#steps", StepsTable).row_count == 8
+
+    asyncio.run(scenario())
+
+
 def test_eval_line_and_eval_points_on_the_curve(tmp_path):
     """A run that evaluates: the eval line appears at the start, shows the last and the best eval (loss, ppl, step),
     and the curve draws the evaluations as marked points on the step axis, in log scale too."""

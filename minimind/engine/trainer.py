@@ -40,7 +40,7 @@ from ..models.shared import count_parameters
 from ..stages import Stage
 from ..storage.atomic import remove_stale_temp_files
 from ..storage.background import BackgroundWriter
-from ..storage.checkpoint import (WeightsLock, apply_weights, atomic_torch_save, load_resume_state, rng_state,
+from ..storage.checkpoint import (all_finite, WeightsLock, apply_weights, atomic_torch_save, load_resume_state, rng_state,
                                   save_resume_state, save_weights, set_rng_state, unwrap, weights_snapshot)
 from ..storage.run_store import RunStore, StorageError
 from ..tokenizer import load_tokenizer
@@ -639,10 +639,16 @@ class Trainer:
     def _save_weights(self) -> None:
         if self.weights_file is None:  # rank 0 alone saves
             return
-        if not self._weights_finite():
-            self._emit(Alert("not saving weights: non-finite numbers were seen, the weights may be corrupt"))
-            return
         path, state = self.weights_file, weights_snapshot(self.model)
+        # The fp16 copy is checked (cheap, exact): it is what lands on disk, and it is non-finite
+        # whenever the weights are. Only when it is not finite is the slower check of the weights run.
+        if self._poisoned or not all_finite(state):
+            if self._weights_finite():
+                self._emit(Alert(f"not saving weights at step {self.micro_step}: some exceed fp16's range "
+                                 "(65504), so the saved file would hold inf; the previous file is intact"))
+            else:
+                self._emit(Alert("not saving weights: non-finite numbers were seen, the weights may be corrupt"))
+            return
         # Written while the next step trains; its CheckpointSaved is reported once the file is in place.
         self._report_saves(self.saver.submit(lambda: _writing(path, lambda: atomic_torch_save(state, path)),
                                              CheckpointSaved("weights", str(path), self.micro_step)))

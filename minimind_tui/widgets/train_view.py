@@ -186,6 +186,7 @@ class TrainView(Vertical):
         self._pending.append(event)
 
     def on_eval_done(self, event: EvalDone) -> None:
+        self._flush()  # the steps up to this evaluation first: the table never trails the eval line
         self.last_eval = event
         if event.best or self.best_eval is None and math.isfinite(event.eval_loss):
             self.best_eval = event
