@@ -26,6 +26,7 @@ import psutil
 
 from minimind.config import RunConfig
 from minimind.engine.control import RunControl
+from minimind.engine.host_memory import keep_freed_memory
 from minimind.engine.watch import RunTail
 from minimind.errors import MiniMindError
 from minimind.events import Event
@@ -92,6 +93,7 @@ class ThreadSession(Session):
         self.config, self.resume_from, self.overrides = config, resume, overrides
         self.device: Optional[torch.device] = None  # once the run is built
         self.finished = threading.Event()  # set once run() returns, whatever happened
+        keep_freed_memory()  # here, before the training thread exists: a thread's malloc arena is chosen once
 
     def run(self, emit: Emit) -> None:
         from minimind.engine.trainer import Trainer  # torch loads only when a run starts

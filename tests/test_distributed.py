@@ -61,7 +61,7 @@ def train_args(tmp_path: Path, *extra: str) -> list[str]:
                                  device="cpu", save_interval=0, log_interval=1)]
 
 
-def run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+def run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "minimind", *args], capture_output=True, text=True,
                             timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -40,6 +40,7 @@ from ..models.shared import count_parameters
 from ..stages import Stage
 from ..storage.atomic import remove_stale_temp_files
 from ..storage.background import BackgroundWriter
+from .host_memory import keep_freed_memory, release_free_memory
 from ..storage.checkpoint import (all_finite, WeightsLock, apply_weights, atomic_torch_save, load_resume_state, rng_state,
                                   save_resume_state, save_weights, set_rng_state, unwrap, weights_snapshot)
 from ..storage.run_store import RunStore, StorageError
@@ -140,6 +141,7 @@ class Trainer:
         saved config and only the `overrides` that do not change the math (a corpus that changed since
         the save is refused unless `allow_changed_data`). Checks everything that can be checked and
         builds the run; raises MiniMindError before any training."""
+        keep_freed_memory()  # before the first big allocation: no page faults for reused activations
         self.control = control or RunControl()
         self.observers = list(observers)
         self.world = current_world()
@@ -410,7 +412,9 @@ class Trainer:
             pass
 
     def _release(self) -> None:
-        """Let go of the run and its weights file (another process may train them now)."""
+        """Let go of the run, its weights file (another process may train them now) and the memory
+        malloc kept for it (a long-lived app process should not hold a finished run's peak)."""
+        release_free_memory()
         if self.weights_lock is not None:
             self.weights_lock.release()
         if self.store is not None:
