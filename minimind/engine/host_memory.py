@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 import threading
@@ -31,6 +32,7 @@ _lock = threading.Lock()
 _kept = False
 
 
+@functools.cache  # looked up once: release_free_memory runs at the end of every run
 def _glibc() -> Optional[ctypes.CDLL]:
     if not sys.platform.startswith("linux"):
         return None

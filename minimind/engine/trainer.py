@@ -40,8 +40,7 @@ from ..models.shared import count_parameters
 from ..stages import Stage
 from ..storage.atomic import remove_stale_temp_files
 from ..storage.background import BackgroundWriter
-from .host_memory import keep_freed_memory, release_free_memory
-from ..storage.checkpoint import (all_finite, WeightsLock, apply_weights, atomic_torch_save, load_resume_state, rng_state,
+from ..storage.checkpoint import (WeightsLock, all_finite, apply_weights, atomic_torch_save, load_resume_state, rng_state,
                                   save_resume_state, save_weights, set_rng_state, unwrap, weights_snapshot)
 from ..storage.run_store import RunStore, StorageError
 from ..tokenizer import load_tokenizer
@@ -50,6 +49,7 @@ from . import distributed
 from .control import RunControl
 from .distributed import World, current_world
 from .environment import Precision, describe_device, resolve_precision
+from .host_memory import keep_freed_memory, release_free_memory
 from .evaluation import Evaluator
 from .loss import Batch, real_targets_only
 from .schedule import learning_rate
@@ -643,10 +643,13 @@ class Trainer:
     def _save_weights(self) -> None:
         if self.weights_file is None:  # rank 0 alone saves
             return
+        if self._poisoned:
+            self._emit(Alert("not saving weights: non-finite numbers were seen, the weights may be corrupt"))
+            return
         path, state = self.weights_file, weights_snapshot(self.model)
         # The fp16 copy is checked (cheap, exact): it is what lands on disk, and it is non-finite
         # whenever the weights are. Only when it is not finite is the slower check of the weights run.
-        if self._poisoned or not all_finite(state):
+        if not all_finite(state):
             if self._weights_finite():
                 self._emit(Alert(f"not saving weights at step {self.micro_step}: some exceed fp16's range "
                                  "(65504), so the saved file would hold inf; the previous file is intact"))
