@@ -8,8 +8,14 @@ flash SDPA actually used, exact resume. Once: pause / save / resume / stop throu
 folder of a `minimind train` process, torchrun (NCCL on CUDA, gloo on CPU) with one process and
 with two when there are two GPUs, the TUI in tmux showing the device and its memory, `minimind
 generate` and `eval`, host synchronisations inside training steps. Then throughput, MFU and peak
-memory for the seed config, 26M (512x8), 104M (768x16) and MiniMind-3's default. On CPU the models
-are tiny, CUDA-only checks are skipped and throughput covers the seed config only.
+memory for the seed config, 26M (512x8), 104M (768x16) and MiniMind-3's default, each followed by a
+profile of 10 more steps (`--logs DIR`: profile-<size>.txt). On CPU the models are tiny, CUDA-only
+checks are skipped and throughput covers the seed config only.
+
+On CUDA the check groups run side by side, one process each (`--parallel`, the default there; one
+GPU holds them all), while one process per size compiles its model and so fills torch.compile's
+cache; the throughput runs come after, alone. `--timeout` bounds the side-by-side part: a group
+still running then is killed with everything it started and shows as FAIL.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +32,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from functools import partial
 from typing import Callable, Optional
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
@@ -42,6 +50,7 @@ from minimind.storage.checkpoint import load_resume_state  # noqa: E402
 from minimind.storage.run_store import RunStore  # noqa: E402
 
 TOYDATA = ROOT / "toydata" / "pretrain_data.jsonl"
+TMUX_SOCKET = "minimind-gpu-check"  # a server of our own: killed whole if a check is cut short
 # Published dense bf16 peaks (no sparsity), FLOP/s: NVIDIA's H100/H200 SXM datasheets (989.4 TFLOPS).
 BF16_PEAKS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
 
@@ -51,8 +60,8 @@ TINY = {"classic": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len
 SEED = {"classic": dict(dim=512, n_layers=2, max_seq_len=512), "minimind3": dict(hidden_size=512, num_hidden_layers=2)}
 SIZES = {"seed 512x2": ("classic", dict(dim=512, n_layers=2, max_seq_len=512), 64),
          "26M 512x8": ("classic", dict(dim=512, n_layers=8, max_seq_len=512), 64),
-         "104M 768x16": ("classic", dict(dim=768, n_layers=16, max_seq_len=512), 32),
-         "MiniMind-3 768x8": ("minimind3", {}, 64)}
+         "104M 768x16": ("classic", dict(dim=768, n_layers=16, max_seq_len=512), 64),
+         "MiniMind-3 768x8": ("minimind3", dict(hidden_size=768, num_hidden_layers=8), 64)}
 
 
 class Skip(Exception):
@@ -60,8 +69,9 @@ class Skip(Exception):
 
 
 class Table:
-    def __init__(self) -> None:
+    def __init__(self, sink: Optional[Path] = None) -> None:
         self.rows: list[tuple[str, str, str, str]] = []
+        self.sink = sink  # rewritten after each check: a parent that times out still gets the rows so far
 
     def check(self, name: str, where: str, fn: Callable[[], str]) -> None:
         start = time.perf_counter()
@@ -73,6 +83,8 @@ class Table:
             traceback.print_exc(file=sys.stderr)
             detail, status = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", "FAIL"
         self.rows.append((name, where, status, f"{detail} ({time.perf_counter() - start:.0f} s)"))
+        if self.sink:
+            self.sink.write_text(json.dumps(self.rows))
         print(f"  {status} {name} [{where}] {detail}", flush=True)
 
     def print(self) -> None:
@@ -89,15 +101,19 @@ class Table:
 
 
 class Check:
-    def __init__(self, device: str, work: Path) -> None:
-        self.device, self.work = device, work
+    def __init__(self, device: str, work: Path, logs: Optional[Path] = None) -> None:
+        self.device, self.work, self.logs = device, work, logs or work
         self.cuda = device.startswith("cuda")
-        self.corpus = self._corpus()
+        self.corpus = self._corpus("corpus", 8 if self.cuda else 1)
+        self.small_corpus = TOYDATA  # runs that go to an epoch's end (36 steps of batch 4)
+        # 85k tokens a copy: 32 copies pack 5,300 rows of 512, 60 steps of batch 64 in one epoch (an
+        # epoch's smaller last batch would make torch.compile compile again, for dynamic shapes).
+        self.big_corpus = self._corpus("big", 32) if self.cuda else self.corpus
 
-    def _corpus(self) -> Path:
-        """The toy corpus (144 documents), repeated on a GPU: enough rows for throughput steps."""
-        path = self.work / "corpus.jsonl"
-        path.write_text(TOYDATA.read_text(encoding="utf-8") * (8 if self.cuda else 1), encoding="utf-8")
+    def _corpus(self, name: str, copies: int) -> Path:
+        """The toy corpus (144 documents), repeated on a GPU."""
+        path = self.work / f"{name}.jsonl"
+        path.write_text(TOYDATA.read_text(encoding="utf-8") * copies, encoding="utf-8")
         return path
 
     def config(self, arch: str, moe: bool = False, **changes) -> RunConfig:
@@ -136,7 +152,8 @@ class Check:
     def precision(self, arch: str, moe: bool, dtype: str) -> str:
         if dtype == "float16" and not self.cuda:
             raise Skip("float16 autocast needs CUDA")
-        events, _ = self.train(self.config(arch, moe, dtype=dtype, run_name=f"{dtype}-{arch}-{moe}"), 6)
+        # 10 steps: fp16's gradient scaler may skip the first few while it finds its scale.
+        events, _ = self.train(self.config(arch, moe, dtype=dtype, run_name=f"{dtype}-{arch}-{moe}"), 10)
         losses = self.losses(events)
         started = next(e for e in events if isinstance(e, RunStarted))
         if not all(map(torch.isfinite, torch.tensor(losses))):
@@ -146,7 +163,7 @@ class Check:
         if drift > 2e-2:
             raise AssertionError(f"first loss {losses[0]:.4f} vs fp32 {reference:.4f}")
         if losses[-1] >= losses[0]:
-            raise AssertionError(f"loss did not fall in 6 steps: {losses}")
+            raise AssertionError(f"loss did not fall in 10 steps: {losses}")
         return f"{started.precision}; loss {losses[0]:.4f} -> {losses[-1]:.4f}, step 1 vs fp32 {drift:.1e}"
 
     def compiled(self, arch: str, moe: bool) -> str:
@@ -172,16 +189,19 @@ class Check:
             with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.cuda):
                 model(ids).logits.float().sum().backward()
         names = sorted({e.key for e in prof.key_averages() if "attention" in e.key.lower()})
-        flash = [n for n in names if "flash" in n.lower()]
-        if not flash:
+        # PyTorch picks the fused kernel: FlashAttention-2, or cuDNN's flash-style attention (its
+        # first choice on Hopper). Either never builds the T x T matrix; the math fallback does.
+        fused = [n for n in names if "flash" in n.lower() or "cudnn" in n.lower()]
+        if not fused:
             raise AssertionError(f"no flash attention kernel ran; attention ops: {names}")
-        return ", ".join(flash[:2])
+        return ", ".join(fused[:2])
 
     def exact_resume(self, arch: str, moe: bool) -> str:
         torch.use_deterministic_algorithms(True, warn_only=True)
         try:
             dtype = "bfloat16" if self.cuda else "float32"
-            base = self.config(arch, moe, dtype=dtype, epochs=2 if self.cuda else 1, save_interval=4)
+            base = self.config(arch, moe, dtype=dtype, epochs=2 if self.cuda else 1, save_interval=20,
+                               data_path=str(self.small_corpus))
             _, whole = self.train(base.replace(run_name=f"whole-{arch}-{moe}"), 10**9)
             _, first = self.train(base.replace(run_name=f"split-{arch}-{moe}"), 5)
             _, rest = self.train(None, 10**9, resume=Path(first.run_dir))
@@ -259,10 +279,22 @@ class Check:
         done = []
         for nproc in ([1, 2] if gpus >= 2 else [1]):
             name = f"torchrun-{nproc}"
-            args = ["train", *self.flags(run_name=name, epochs=1, log_interval=5, device="cuda" if self.cuda else "cpu")]
+            args = ["train", *self.flags(run_name=name, epochs=1, log_interval=5, device="cuda" if self.cuda else "cpu",
+                                         data_path=str(self.small_corpus))]
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                    "-m", "minimind", *args]
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+            # Loopback only: a machine without DNS or a route out must not stall the rendezvous or NCCL's bootstrap.
+            env = dict(os.environ, NCCL_DEBUG="WARN", NCCL_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+            proc = subprocess.Popen(cmd[:3] + ["--local-addr=127.0.0.1"] + cmd[3:], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True)
+            try:
+                out, err = proc.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its workers
+                out, err = proc.communicate()
+                print(f"torchrun timed out; its last output:\n{out[-2000:]}\n{err[-4000:]}", file=sys.stderr)
+                raise AssertionError(f"{nproc} process(es): no end in 180 s: {err.strip().splitlines()[-1:]}") from None
+            result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
             if result.returncode != 0:
                 raise AssertionError(f"{nproc} process(es): exit {result.returncode}: "
                                      f"{result.stderr.strip().splitlines()[-1:]}")
@@ -279,7 +311,8 @@ class Check:
         session = f"gpucheck{os.getpid()}"
         command = " ".join([sys.executable, "-m", "minimind_tui", "--start", "--launch", "thread",
                             *self.flags(epochs=1000, run_name="tui", save_dir=str(self.work / "tui"))])
-        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], check=True, cwd=ROOT)
+        tmux = ["tmux", "-L", TMUX_SOCKET]
+        subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], check=True, cwd=ROOT)
         try:
             device = "cuda" if self.cuda else "cpu"
             want = [device] + (["GiB"] if self.cuda else [])
@@ -287,14 +320,14 @@ class Check:
 
             def shows() -> bool:
                 nonlocal pane
-                pane = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+                pane = subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
                 return all(w in pane for w in want) and "running" in pane.lower()
 
             wait(shows, f"the TUI to show {want} and a running run", timeout=120)
             line = next((ln.strip() for ln in pane.splitlines() if device in ln), "")
             return f"shows: {line[:70]}"
         finally:
-            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+            subprocess.run([*tmux, "kill-session", "-t", session], capture_output=True)
 
     def generate_and_eval(self) -> str:
         _, ended = self.train(self.config("classic", run_name="for-generate", save_interval=4), 8)
@@ -324,24 +357,56 @@ class Check:
         return f"{len(syncs)} host syncs in 40 steps, all on the {len(logs)} log steps (loss and aux .item())"
 
     # ---- throughput ----------------------------------------------------------------------------
-    def throughput(self, label: str, arch: str, model: dict, batch: int) -> str:
+    def throughput(self, label: str, arch: str, model: dict, batch: int, warm_only: bool = False) -> str:
+        """Packed batches, bf16 + compile on CUDA; tokens/s from the 2nd log step to step 60 (one host
+        sync per log step, as in a real run), so compilation and warm-up are not counted. On CUDA the
+        10 steps after that are profiled: the top kernels go to <logs>/profile-<size>.txt."""
         if not self.cuda and label != "seed 512x2":
             raise Skip("GPU sizes")
         model = model if self.cuda else TINY[arch]
-        steps = 30 if self.cuda else 4
+        measured, every = (60, 10) if self.cuda else (6, 2)
+        steps = 12 if warm_only else measured + (10 if self.cuda else 0)
         config = self.config(arch, **model, batch_size=batch if self.cuda else 2, packing=True, compile=self.cuda,
-                             dtype="bfloat16" if self.cuda else "float32", log_interval=1, run_name=f"speed-{arch}-{len(label)}")
+                             data_path=str(self.big_corpus),
+                             dtype="bfloat16" if self.cuda else "float32", log_interval=every,
+                             run_name=f"speed-{arch}-{len(label)}-{warm_only}")
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
-        events, _ = self.train(config, steps)
-        logged = [e for e in events if isinstance(e, StepLogged)][steps // 3:]  # compile and warm-up excluded
-        seconds = sum(e.step_time for e in logged)
-        tokens = sum(e.tokens for e in logged)
+        profiler = self._profiler(label) if self.cuda and not warm_only else None
+        start = time.perf_counter()
+        events, _ = self.train(config, steps, observers=(profiler,) if profiler else ())
+        logged = [e for e in events if isinstance(e, StepLogged)]
+        if warm_only:
+            return f"{len(logged)} log steps; first at {logged[0].elapsed:.0f} s of training (compile included)"
+        logged = [e for e in logged if e.global_step <= measured]
+        if len(logged) < 3:
+            raise AssertionError(f"only {len(logged)} log steps in {steps} steps")
+        seconds = logged[-1].elapsed - logged[1].elapsed
+        ms_per_step = seconds / (logged[-1].global_step - logged[1].global_step) * 1e3
+        tokens = sum(e.tokens for e in logged[2:])
         flops = FAMILIES[arch].flops_per_token(config.model, config.model.max_seq_len) * tokens / seconds
         peak, against = self.peak()
         memory = f", peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if self.cuda else ""
         return (f"{tokens / seconds:,.0f} tok/s, MFU {flops / peak:.1%} of {against}{memory} "
-                f"(batch {config.train.batch_size}, packed, {'bf16 + compile' if self.cuda else 'fp32'})")
+                f"(batch {config.train.batch_size}x{config.model.max_seq_len}, packed, "
+                f"{'bf16 + compile' if self.cuda else 'fp32'}; {ms_per_step:.1f} ms/step; "
+                f"run {time.perf_counter() - start:.0f} s)")
+
+    def _profiler(self, label: str) -> Callable:
+        """An observer that profiles steps 61-70 and writes the kernels' table."""
+        from torch.profiler import ProfilerActivity, profile
+
+        prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+        path = self.logs / f"profile-{label.split()[0]}.txt"
+
+        def observe(e) -> None:
+            if isinstance(e, StepLogged) and e.global_step == 60:
+                prof.start()
+            elif isinstance(e, StepLogged) and e.global_step == 70:
+                prof.stop()
+                table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=90)
+                path.write_text(f"{label}: steps 61-70\n{table}")
+        return observe
 
     def peak(self) -> tuple[float, str]:
         if self.cuda:
@@ -366,36 +431,122 @@ def wait(condition: Callable[[], bool], what: str, timeout: float = 90) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"no CUDA device (torch {torch.__version__}): run with --device cpu for the smoke test", file=sys.stderr)
-        return 2
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
-    print(f"{time.strftime('%Y-%m-%d')}: {where}, torch {torch.__version__}", flush=True)
-    table = Table()
-    with tempfile.TemporaryDirectory(prefix="minimind-gpu-check-") as tmp:
-        check = Check(args.device, Path(tmp))
-        for arch in ("classic", "minimind3"):
-            for moe in (False, True):
-                where = f"{arch} {'MoE' if moe else 'dense'}"
-                table.check("bf16 autocast", where, lambda a=arch, m=moe: check.precision(a, m, "bfloat16"))
-                table.check("fp16 + grad scaling", where, lambda a=arch, m=moe: check.precision(a, m, "float16"))
-                table.check("--compile", where, lambda a=arch, m=moe: check.compiled(a, m))
-                table.check("exact resume", where, lambda a=arch, m=moe: check.exact_resume(a, m))
-            table.check("flash SDPA used", arch, lambda a=arch: check.flash_sdpa(a))
+GROUPS = ("classic", "minimind3", "compile-classic", "compile-minimind3", "processes", "throughput")
+
+
+def run_group(check: Check, table: Table, group: str, warm_only: bool = False, size: Optional[str] = None) -> None:
+    """The checks of one group, in the table's order."""
+    if group in ("classic", "minimind3"):
+        table.check("flash SDPA used", group, partial(check.flash_sdpa, group))
+        for moe in (False, True):
+            where = f"{group} {'MoE' if moe else 'dense'}"
+            table.check("bf16 autocast", where, partial(check.precision, group, moe, "bfloat16"))
+            table.check("fp16 + grad scaling", where, partial(check.precision, group, moe, "float16"))
+            table.check("exact resume", where, partial(check.exact_resume, group, moe))
+    elif group.startswith("compile-"):
+        arch = group.removeprefix("compile-")
+        for moe in (False, True):
+            table.check("--compile", f"{arch} {'MoE' if moe else 'dense'}", partial(check.compiled, arch, moe))
+    elif group == "processes":
+        table.check("host syncs", "training steps", check.host_syncs)  # first: it explains the throughput
         table.check("pause/save/resume/stop", "minimind train", check.control_folder)
         table.check("torchrun", "minimind train", check.torchrun)
         table.check("TUI in tmux", "minimind-tui", check.tui)
         table.check("generate + eval", "minimind", check.generate_and_eval)
-        table.check("host syncs", "training steps", check.host_syncs)
+    elif group == "throughput":
         for label, (arch, model, batch) in SIZES.items():
-            table.check("throughput", label, lambda l=label, a=arch, m=model, b=batch: check.throughput(l, a, m, b))
+            if size is not None and label != size:
+                continue
+            table.check("compile warm-up" if warm_only else "throughput", label,
+                        partial(check.throughput, label, arch, model, batch, warm_only))
+    else:
+        raise ValueError(group)
+
+
+def run_in_parallel(args: argparse.Namespace, groups: list[str], logs: Path) -> dict[str, Table]:
+    """Each group in its own process (one GPU holds them all); the throughput group only compiles
+    here, filling the compile cache, so that its timed runs afterwards, alone, do not pay for it."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TORCHINDUCTOR_COMPILE_THREADS=os.environ.get("TORCHINDUCTOR_COMPILE_THREADS", "4"))
+    children = {}
+    jobs = [(g, None) for g in groups if g != "throughput"]
+    jobs += [("throughput", label) for label in SIZES] if "throughput" in groups else []  # a compile each
+    for group, size in jobs:
+        name = group if size is None else f"warm-{size.split()[0]}"
+        rows = logs / f"{name}.rows.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--only", group,
+               "--rows-json", str(rows)] + (["--warm-only", "--size", size] if size else [])
+        log = open(logs / f"{name}.log", "w")
+        children[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                           start_new_session=True), rows, log)
+    tables: dict[str, Table] = {}
+    deadline = time.time() + args.timeout
+    for group, (proc, rows, log) in children.items():
+        table = Table()
+        try:
+            proc.wait(max(deadline - time.time(), 1))
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # the child and all it started (torchrun's workers, compile workers, the TUI): none may
+            os.killpg(proc.pid, signal.SIGKILL)  # run on beside the timed throughput runs
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        log.close()
+        if rows.is_file():
+            table.rows = [tuple(r) for r in json.loads(rows.read_text())]
+        if proc.returncode != 0 and table.failed == 0:  # killed, timed out or crashed outside a check
+            tail = (logs / f"{group}.log").read_text(errors="replace").strip().splitlines()[-1:]
+            table.rows.append((group, "process", "FAIL", f"exit {proc.returncode} after {len(table.rows)} checks: {tail}"))
+        tables[group] = table
+        print(f"  {group}: done ({sum(r[2] == 'FAIL' for r in table.rows)} failed)", flush=True)
+    return tables
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of {', '.join(GROUPS)}")
+    parser.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the check groups side by side in processes (default on CUDA)")
+    parser.add_argument("--logs", type=Path, default=None, help="folder for the groups' logs (parallel mode)")
+    parser.add_argument("--timeout", type=float, default=420, help="seconds the parallel groups may take")
+    parser.add_argument("--rows-json", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--warm-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"no CUDA device (torch {torch.__version__}): run with --device cpu for the smoke test", file=sys.stderr)
+        return 2
+    groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        print(f"unknown group {unknown[0]!r}: --only takes {', '.join(GROUPS)}", file=sys.stderr)
+        return 2
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    print(f"{time.strftime('%Y-%m-%d')}: {where}, torch {torch.__version__}", flush=True)
+    parallel = args.parallel if args.parallel is not None else args.device.startswith("cuda") and args.rows_json is None
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="minimind-gpu-check-") as tmp:
+        check = Check(args.device, Path(tmp), args.logs)
+        if parallel and len(groups) > 1:
+            tables = run_in_parallel(args, groups, args.logs or Path(tmp) / "logs")
+            if shutil.which("tmux"):
+                subprocess.run(["tmux", "-L", TMUX_SOCKET, "kill-server"], capture_output=True)
+            if "throughput" in groups:  # timed alone, after everything else has finished
+                if check.cuda:
+                    print(f"GPU processes before the timed runs:\n{torch.cuda.list_gpu_processes()}", flush=True)
+                tables["throughput"] = Table()
+                run_group(check, tables["throughput"], "throughput")
+        else:
+            tables = {"all": Table(sink=args.rows_json)}
+            for group in groups:
+                run_group(check, tables["all"], group, warm_only=args.warm_only, size=args.size)
+    table = Table()
+    table.rows = [r for t in tables.values() for r in t.rows]
     print()
     table.print()
-    print(f"\n{table.failed} failed" if table.failed else "\nall checks passed")
+    print(f"\n{table.failed} failed" if table.failed else "\nall checks passed", f"({time.perf_counter() - started:.0f} s)")
     return 1 if table.failed else 0
 
 

@@ -310,3 +310,22 @@ def test_real_targets_only_keeps_every_real_target_and_trims_only_trailing_paddi
     empty = real_targets_only(X, Y, torch.zeros_like(mask), trim=True)
     assert empty.inputs.shape == (2, 1) and empty.at.numel() == 0
     assert float(empty.loss(torch.zeros(0, 7))) == 0.0  # no NaN when a batch has no real target
+
+
+def test_a_packed_epochs_short_last_row_keeps_the_whole_batch():
+    """Skipping a few padded positions saves nothing, and a compiled model would compile again for
+    the one batch of a packed epoch that holds the short last row: below 1/8 padding the batch is
+    kept whole (the seed's masked loss); from 1/8 on the padding is skipped."""
+    from minimind.engine.loss import real_targets_only
+
+    X = torch.arange(32).view(4, 8)
+    Y = (X * 5 + 3) % 7
+    mask = torch.ones_like(X)
+    mask[3, 5:] = 0  # 3 of 32 positions are padding
+    kept = real_targets_only(X, Y, mask, trim=True)
+    assert kept.at is None and kept.inputs is X
+    logits = torch.randn(4, 8, 7)
+    assert torch.equal(kept.loss(logits), masked_lm_loss(logits, Y, mask))
+    mask[3, 4:] = 0  # 4 of 32: one eighth
+    skipped = real_targets_only(X, Y, mask, trim=True)
+    assert skipped.at is not None and skipped.at.numel() == 28

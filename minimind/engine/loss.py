@@ -51,8 +51,12 @@ class Batch:
         return F.cross_entropy(logits, self.targets, reduction="none").sum() / (self.loss_mask.sum() + 1e-8)
 
 
+SKIP_FROM = 8  # padding is skipped when at least 1/SKIP_FROM of the batch's positions are padding
+
+
 def real_targets_only(X: torch.Tensor, Y: torch.Tensor, loss_mask: torch.Tensor, trim: bool) -> Batch:
-    """The batch reduced to its real targets, on the host (no device sync). With `trim`, the columns
+    """The batch reduced to its real targets, on the host (no device sync), when padding is at least
+    1/SKIP_FROM of it (otherwise the batch as it is). With `trim`, the columns
     after the last real target go too: in a causal model no earlier position sees them, so only MoE
     routing statistics and dropout's random draws would notice (the caller decides)."""
     mask = loss_mask.bool()
@@ -62,7 +66,10 @@ def real_targets_only(X: torch.Tensor, Y: torch.Tensor, loss_mask: torch.Tensor,
         if keep < X.shape[1]:
             X, Y, mask, loss_mask = X[:, :keep], Y[:, :keep], mask[:, :keep], loss_mask[:, :keep]
     flat = mask.reshape(-1)
-    if bool(flat.all()):  # packed rows: nothing to skip
+    if (flat.numel() - int(flat.sum())) * SKIP_FROM < flat.numel():
+        # Packed rows (nothing or only an epoch's short last row to skip): every position is computed and
+        # the padding masked, as the seed does. Gathering a few positions saves nothing, and a compiled
+        # model would compile again (20-60 s on a GPU) for the one batch a packed epoch has that differs.
         return Batch(X, Y, loss_mask)
     at = flat.nonzero().squeeze(1)
     return Batch(X, Y.reshape(-1)[at], loss_mask, at)
