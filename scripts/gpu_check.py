@@ -525,6 +525,8 @@ def main() -> int:
         return 2
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     print(f"{time.strftime('%Y-%m-%d')}: {where}, torch {torch.__version__}", flush=True)
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
     parallel = args.parallel if args.parallel is not None else args.device.startswith("cuda") and args.rows_json is None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="minimind-gpu-check-") as tmp:
