@@ -1,7 +1,8 @@
 """Does training in a thread cost anything by itself? The same headless run (seed model, toy corpus
 packed, 2 epochs) in the main thread and in a plain Python thread, each in a fresh process,
 alternating, so no run inherits another's heap. No UI anywhere: this is the control for
-tui_overhead.py's thread mode.
+tui_overhead.py's thread mode. A third mode sets the 1 ms GIL switch interval the app's thread mode
+sets, to see whether that setting costs anything on its own.
 
     python benchmarks/thread_vs_main.py [--repeats 4]
 """
@@ -21,6 +22,7 @@ from common import machine
 from tui_overhead import config, throughput
 
 EPOCHS = 2
+MODES = ["main", "thread", "thread, 1 ms switch interval"]
 
 
 def one_run() -> dict:
@@ -35,6 +37,10 @@ def one_run() -> dict:
 
 def child(mode: str) -> None:
     result: dict = {}
+    if mode == "thread, 1 ms switch interval":  # what the app's thread mode sets (sessions.py)
+        from minimind_tui.sessions import TRAINING_SWITCH_INTERVAL_S
+
+        sys.setswitchinterval(TRAINING_SWITCH_INTERVAL_S)
     if mode == "main":
         result.update(one_run())
     else:
@@ -47,21 +53,22 @@ def child(mode: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--child", choices=["main", "thread"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return
     print(f"machine: {machine()}")
-    results: dict[str, list[float]] = {"main": [], "thread": []}
+    results: dict[str, list[float]] = {mode: [] for mode in MODES}
     for r in range(args.repeats):
         for mode in results:
             out = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True,
                                  check=True)
             results[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"])
             print(f"  round {r + 1}/{args.repeats} {mode}: {results[mode][-1]:,.0f} real tok/s", flush=True)
-    m, t = statistics.median(results["main"]), statistics.median(results["thread"])
-    print(f"\nmedian real tok/s: main thread {m:,.0f}, plain thread {t:,.0f}: the thread is {t / m:.3f}x the main")
+    m = statistics.median(results["main"])
+    print("\nmedian real tok/s: " + ", ".join(f"{mode} {statistics.median(v):,.0f} ({statistics.median(v) / m:.3f}x)"
+                                              for mode, v in results.items()))
 
 
 if __name__ == "__main__":
