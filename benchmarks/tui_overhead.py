@@ -6,7 +6,7 @@ record metrics.jsonl; steady-state throughput is read back from it (the first WA
 during which the app is still starting and building its screens, are excluded from both). The app runs in
 Textual's headless test driver: layout, table updates and plot rebuilds all happen, only the bytes
 to a terminal are skipped. A plain thread without any UI is measured too, so thread mode's cost can be
-split into "a thread" and "the UI". Interleaved rounds, medians.
+split into "a thread" and "the UI". Each run in a fresh process, interleaved rounds, medians.
 
     python benchmarks/tui_overhead.py [--repeats 3]
 """
@@ -16,9 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
+import subprocess
 import sys
 import tempfile
 import threading
+from typing import Callable
 
 import torch
 from common import RunConfig, interleave, machine, median_of
@@ -65,19 +68,6 @@ def headless_thread() -> dict:
     return result
 
 
-def restoring_switch_interval(fn):
-    """A thread-mode run lowers the interpreter's switch interval for good; each measured run starts
-    from the default so the runs that follow are not changed by it."""
-    default = sys.getswitchinterval()
-
-    def run() -> dict:
-        try:
-            return fn()
-        finally:
-            sys.setswitchinterval(default)
-    return run
-
-
 def tui(launch: str) -> dict:
     from minimind_tui.app import make_app
 
@@ -93,14 +83,30 @@ def tui(launch: str) -> dict:
         return throughput(tmp)
 
 
+MODES = {"headless": headless, "headless, plain thread": headless_thread,
+         "tui, process": lambda: tui("process"), "tui, thread": lambda: tui("thread")}
+
+
+def in_fresh_process(mode: str) -> Callable[[], dict]:
+    """Each run in a process of its own: a thread that runs torch after the main thread has (as a
+    long-lived benchmark process would) gets a second OpenMP team, and libgomp then wakes its
+    workers slowly (thread_vs_main.py measures it); a user's app is a fresh process too."""
+    def run() -> dict:
+        out = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(MODES[args.child]()))
+        return
     print(f"machine: {machine()}")
-    modes = {"headless": headless, "headless, plain thread": headless_thread,
-             "tui, process": lambda: tui("process"), "tui, thread": lambda: tui("thread")}
-    results = interleave({name: restoring_switch_interval(fn) for name, fn in modes.items()}, args.repeats)
+    results = interleave({name: in_fresh_process(name) for name in MODES}, args.repeats)
     h = median_of(results["headless"], "tokens_per_s")
     print(f"\n| run | real tok/s (median of {args.repeats}) | vs headless | overhead |")
     print("|---|---:|---:|---:|")
