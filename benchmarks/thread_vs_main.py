@@ -41,7 +41,7 @@ def child(mode: str) -> None:
         from minimind_tui.sessions import TRAINING_SWITCH_INTERVAL_S
 
         sys.setswitchinterval(TRAINING_SWITCH_INTERVAL_S)
-    if mode == "thread after torch work in the main thread":  # as the benchmark process or the app may
+    if mode == "thread after torch work in the main thread":  # as a long-lived benchmark process did
         import torch
 
         a = torch.randn(1024, 1024)
