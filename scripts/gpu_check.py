@@ -32,6 +32,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+import functools
 from functools import partial
 from typing import Callable, Optional
 
@@ -106,9 +107,13 @@ class Check:
         self.cuda = device.startswith("cuda")
         self.corpus = self._corpus("corpus", 8 if self.cuda else 1)
         self.small_corpus = TOYDATA  # runs that go to an epoch's end (36 steps of batch 4)
-        # 85k tokens a copy: 32 copies pack 5,300 rows of 512, 60 steps of batch 64 in one epoch (an
-        # epoch's smaller last batch would make torch.compile compile again, for dynamic shapes).
-        self.big_corpus = self._corpus("big", 32) if self.cuda else self.corpus
+
+    @functools.cached_property
+    def big_corpus(self) -> Path:
+        """85k tokens a copy: 32 copies pack 5,300 rows of 512, 60 steps of batch 64 in one epoch (an
+        epoch's smaller last batch would make torch.compile compile again, for dynamic shapes).
+        Written only by the processes that time throughput."""
+        return self._corpus("big", 32) if self.cuda else self.corpus
 
     def _corpus(self, name: str, copies: int) -> Path:
         """The toy corpus (144 documents), repeated on a GPU."""
