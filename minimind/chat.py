@@ -6,6 +6,7 @@ The same object drives `minimind chat` and the TUI's Chat tab. No terminal code 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -16,6 +17,24 @@ from .sampling import stream_ids
 
 COMMANDS = {"/reset": "forget the conversation", "/system TEXT": "set the system prompt (and reset)",
             "/exit": "leave"}
+# A command is a first word of "/" and letters only: so "/rest" is a mistyped command (not a message to
+# the model), while "/ hi", "/3 apples", "/usr/bin/env" or "//" are messages that start with a slash.
+COMMAND_LINE = re.compile(r"(/[A-Za-z]+)(?:\s+(.*))?", re.DOTALL)
+
+
+def parse_line(text: str) -> tuple[str, str]:
+    """What a chat line asks for: ("message", text), ("reset", ""), ("system", prompt), ("exit", ""),
+    or ("note", a one-line answer) for a command that is unknown or misused; never sent to the model."""
+    text = text.strip()
+    command = COMMAND_LINE.fullmatch(text)
+    if command is None:
+        return "message", text
+    word, rest = command[1], (command[2] or "").strip()
+    if word == "/system":
+        return "system", rest
+    if word in ("/reset", "/exit"):
+        return (word[1:], "") if not rest else ("note", f"{word} takes no text: send {word} alone")
+    return "note", f"unknown command {word}: try " + ", ".join(COMMANDS)
 
 
 class Chat:

@@ -232,7 +232,8 @@ class RunConfig:
                 current = {k: v for k, v in current.items() if k not in STAGE_OWNED}
         if changes.get("init_from") and "from_weight" not in changes:
             current.pop("from_weight", None)  # the new start replaces the old one
-        return RunConfig.from_flat({**current, **_own_names(_family(arch), changes)})
+        # the family is always said: dropped as "at its old default" it would read as classic
+        return RunConfig.from_flat({**current, "arch": arch, **_own_names(_family(arch), changes)})
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "RunConfig":

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import psutil
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -103,6 +103,10 @@ class MiniMindApp(App):
     # Keys that only mean something on one tab: hidden (and inactive) on the others.
     TAB_ACTIONS = {"log_scale": "train", "smoothing": "train", "checkpoints": "train", "copy_command": "config",
                    "save_config": "config", "load_config": "config", "refresh_runs": "runs"}
+    # The Chat tab is for typing: there the app's letter keys but q are typed into the chat instead of
+    # acting (a message that starts with s must never start a run); digits, ? and q still act.
+    CHAT_TYPED_ACTIONS = {b.action for b in BINDINGS
+                          if isinstance(b, Binding) and len(b.key) == 1 and b.key.isalpha()} - {"quit"}
 
     # The current run's state; changing it refreshes the status line, the Start button and which
     # key bindings are enabled.
@@ -211,6 +215,8 @@ class MiniMindApp(App):
         return self.session is not None and self.state.live
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if self.types_into_chat(action):
+            return False
         if action == "start":
             return True if not self.active and self.form_config is not None else None
         if action in ("pause_resume", "stop", "save_now"):
@@ -219,6 +225,24 @@ class MiniMindApp(App):
         if tab is not None and self._tabs.is_mounted and self._tabs.active != tab:
             return False
         return True
+
+    def types_into_chat(self, action: str) -> bool:
+        """Whether this app action's key is typed into the chat instead (on the Chat tab)."""
+        return action in self.CHAT_TYPED_ACTIONS and self._tabs.is_mounted and self._tabs.active == "chat"
+
+    def on_key(self, event: events.Key) -> None:
+        """Keys no focused widget took, before the app's bindings see them (Textual dispatches a subclass's
+        on_key first): a dimmed Start says why it cannot start, and on the Chat tab a printable key no
+        binding takes goes into the chat's text field."""
+        if self.screen is not self.screen_stack[0]:
+            return
+        bound = self.screen.active_bindings.get(event.key)
+        if bound is not None and bound.node is self and bound.binding.action == "start" and not bound.enabled:
+            event.prevent_default()
+            self.action_start()
+        elif bound is None and event.is_printable and event.character and self._tabs.active == "chat":
+            event.prevent_default()
+            self._chat_view.type_in(event.character)
 
     # ---- starting ----------------------------------------------------------------------------
     def _make_session(self, kind: str, config: Optional[RunConfig] = None, run_dir: Optional[Path] = None):

@@ -154,3 +154,14 @@ def test_command_for_reproduces_every_setting(arch):
     skip = ("config", "resume", "from_resume", "allow_changed_data", "quiet", "verbose")  # not settings
     parsed = {k: v for k, v in ctx.params.items() if v is not None and k not in skip}
     assert RunConfig.from_flat(parsed) == config
+
+
+@pytest.mark.parametrize("use_moe", [False, True])
+def test_switching_the_stage_keeps_the_family_and_its_model(use_moe):
+    """The family's own default (arch=minimind3 in a MiniMind-3 config) must not read as "unchanged,
+    drop it" when the stage moves: that made an SFT of a MiniMind-3 run a classic one."""
+    pretrain = RunConfig().replace(arch="minimind3", hidden_size=64, num_hidden_layers=1, use_moe=use_moe)
+    sft = pretrain.replace(stage="sft")
+    assert (sft.train.arch, sft.train.stage) == ("minimind3", "sft")
+    assert (sft.model.hidden_size, sft.model.num_hidden_layers, sft.model.use_moe) == (64, 1, use_moe)
+    assert RunConfig().replace(stage="sft").train.arch == "classic"

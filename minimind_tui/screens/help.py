@@ -77,7 +77,8 @@ def active_keys(screen: Screen) -> list[Group]:
 
 def inactive_app_keys(screen: Screen) -> list[Group]:
     """On the app's main screen, the app's keys that do not act right now: those of another tab (the
-    app's TAB_ACTIONS), and those a focused text field takes as typing (Escape leaves the field)."""
+    app's TAB_ACTIONS), those the Chat tab takes as typing, and those a focused text field takes as
+    typing (Escape leaves the field)."""
     app = screen.app
     if screen is not app.screen_stack[0]:
         return []
@@ -88,7 +89,12 @@ def inactive_app_keys(screen: Screen) -> list[Group]:
         if (binding.key, binding.action) in active:
             continue
         tab = tab_actions.get(binding.action)
-        group = f"on the {tab.capitalize()} tab" if tab else "once out of the text field (Escape)"
+        if tab:
+            group = f"on the {tab.capitalize()} tab"
+        elif getattr(app, "types_into_chat", lambda action: False)(binding.action):
+            group = "on the other tabs (here they are typed into the chat)"
+        else:
+            group = "once out of the text field (Escape)"
         _add(groups, group, app.get_key_display(binding), describe(binding), True)
     return _flatten(groups)
 

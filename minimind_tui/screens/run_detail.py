@@ -72,7 +72,7 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
             m, t = c.model, c.train
             settings = (f"{c.family.name} · {c.family.describe(m)} · {t.stage} · "
                         f"{t.epochs} epochs · batch {t.batch_size}x{t.accumulation_steps} · lr {t.learning_rate} · "
-                        f"{t.dtype} · {t.data_path}")
+                        f"{s.ran_on or t.dtype} · {t.data_path}")
         except MiniMindError as e:
             settings = f"config unreadable: {e}"
         others = [(st.run_id, str(st.path)) for st in reversed(list_runs(self.save_dir)) if st.path != self.store.path]
@@ -111,7 +111,9 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
 
     def _show_checkpoints(self) -> None:
         width = max(self.size.width - 4, 20)
-        lines = [f"{kind:<8}{shorten_path(str(path), width - 8)}" for kind, path in sorted(self.summary.checkpoints.items())]
+        problems = self.summary.checkpoint_problems
+        lines = [f"{kind:<8}{shorten_path(str(path), width - 8)}" + (f"\n        ({problems[kind]})" if kind in problems else "")
+                 for kind, path in sorted(self.summary.checkpoints.items())]
         self.query_one("#detail-checkpoints", Static).update("\n".join(lines) or "no checkpoints")
 
     def on_select_changed(self, event: Select.Changed) -> None:

@@ -37,14 +37,17 @@ class ChatView(Vertical):
         self._stop = threading.Event()
 
     def compose(self) -> ComposeResult:
+        # Coming back to a field (or typing while none had the focus) goes on where the text ends:
+        # selecting it all on focus would let the next key replace it.
         with Horizontal(id="chat-source-row"):
             yield Label("model", classes="field-name")
-            yield Input("", placeholder="a run directory or a weights file, then Enter", id="chat-source", compact=True)
+            yield Input("", placeholder="a run directory or a weights file, then Enter", id="chat-source", compact=True,
+                        select_on_focus=False)
         yield Static("no model loaded", id="chat-status")
         with VerticalScroll(id="chat-scroll"):
             yield Static("", id="chat-transcript")
         yield Input("", placeholder="message (Enter sends; /reset, /system TEXT; Escape stops a reply)",
-                    id="chat-input", disabled=True, compact=True)
+                    id="chat-input", disabled=True, compact=True, select_on_focus=False)
 
     # ---- what the app asks of it ---------------------------------------------------------------
     def open(self, source: Path) -> None:
@@ -53,8 +56,18 @@ class ChatView(Vertical):
         self._load(str(source))
 
     def focus_input(self) -> None:
-        target = "#chat-input" if self.chat is not None else "#chat-source"
-        self.query_one(target, Input).focus()
+        self._text_field().focus()
+
+    def type_in(self, character: str) -> None:
+        """A key typed while no text field had the focus: focus the field it was meant for and type it."""
+        field = self._text_field()
+        field.focus()
+        field.insert_text_at_cursor(character)
+
+    def _text_field(self) -> Input:
+        """The message line once a model is loaded (and not loading another), else the model line."""
+        message = self.query_one("#chat-input", Input)
+        return message if self.chat is not None and not message.disabled else self.query_one("#chat-source", Input)
 
     # ---- loading ---------------------------------------------------------------------------------
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -104,19 +117,24 @@ class ChatView(Vertical):
         field.focus()
 
     # ---- talking ---------------------------------------------------------------------------------
-    def _command_or_message(self, text: str) -> None:
+    def _command_or_message(self, line: str) -> None:
+        from minimind.chat import parse_line  # minimind.chat imports torch: not at app start
+
         field = self.query_one("#chat-input", Input)
-        if not text or self.chat is None or self.replying:
+        if not line or self.chat is None or self.replying:
             return
         field.value = ""
-        if text == "/reset":
+        kind, text = parse_line(line)
+        if kind == "reset":
             self.chat.reset()
             self.turns = [("note", "conversation cleared")]
-        elif text.startswith("/system"):
-            self.chat.reset(system=text[len("/system"):].strip())
+        elif kind == "system":
+            self.chat.reset(system=text)
             self.turns = [("note", f"system prompt {'set' if self.chat.system else 'cleared'}; conversation cleared")]
-        elif text == "/exit":
-            self.turns.append(("note", "(in the app: Escape leaves the message line, then 1 2 3 change tabs; F1 lists the keys)"))
+        elif kind == "exit":
+            self.turns.append(("note", "(in the app: Escape leaves the message line, then 1-4 change tabs; F1 lists the keys)"))
+        elif kind == "note":  # a mistyped command: never sent to the model
+            self.turns.append(("note", f"({text})"))
         else:
             self.turns += [("you", text), ("ai", "")]
             self.replying = True
