@@ -19,7 +19,7 @@ import typer
 
 from .config import RunConfig, SamplingConfig
 from .families import FAMILIES
-from .errors import MiniMindError
+from .errors import AlreadyFinished, CheckpointError, MiniMindError
 from .events import RunState
 from .formatting import resume_command
 from .options import (CONFIG_FILE_OPTION, EXIT_FAILED, build_config, fail, given_settings, normalize_bool_values,
@@ -95,14 +95,20 @@ def train(**values: Any) -> None:
                     fail(f"no unfinished run with a resume state under {save_dir}/runs: start a new run, "
                          "or pass --save_dir where it was saved")
                 resume = str(found.path)
+            else:  # a run directory, or a run id under save_dir/runs as the control commands take it
+                resume = str(resolve_run(resume, settings.get("save_dir", RunConfig().train.save_dir)).path)
             trainer = Trainer(control=RunControl(), resume=resume, overrides=settings,
                               allow_changed_data=values.get("allow_changed_data", False))
         else:
             trainer = Trainer(build_config(values.get("config"), settings), control=RunControl())
+    except AlreadyFinished as e:  # resuming until done is a script's loop: done is not a failure
+        print(e)
+        raise typer.Exit(0) from None
     except MiniMindError as e:
         fail(str(e))
     if world.is_main:  # rank 0 alone prints
-        trainer.observers.append(ConsolePrinter(verbosity=verbosity))
+        trainer.observers.append(ConsolePrinter(verbosity=verbosity,
+                                                on_output_closed=lambda: trainer.control.stop("stdout closed")))
     previous = _stop_on_signals(trainer.control)
     try:
         ended = trainer.run()
@@ -171,6 +177,9 @@ def resolve_run(run: str, save_dir: str):
     path = Path(run)
     if not path.is_dir() and (Path(save_dir) / RUNS_DIR / run).is_dir():
         path = Path(save_dir) / RUNS_DIR / run
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{run} is not a run directory (no config.json) nor a run id under "
+                              f"{Path(save_dir) / RUNS_DIR}: see `minimind runs list --save-dir {save_dir}`")
     return RunStore.open(path)
 
 
@@ -181,6 +190,9 @@ def _send(command: str, run: str, save_dir: str) -> None:
     try:
         store = resolve_run(run, save_dir)
         state = store.state()
+        if state == RunState.FINISHED:
+            fail(f"run {store.run_id} is not running (state: finished): it has finished, nothing to control; to "
+                 f"train it further, start a new run with --init-from {store.path}")
         if not state.live:
             hint = (f"resume it with `{resume_command(str(store.path))}`" if store.resume_path.is_file()
                     else "nothing to control")
@@ -266,9 +278,10 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
     typer.echo(f"loss       last {format_loss(s.last_loss)}   best {format_loss(s.best_loss)}")
     typer.echo(f"model      {config.family.name}: {config.family.describe(m)}   stage {t.stage}")
     typer.echo(f"training   {t.epochs} epochs, batch {t.batch_size} x {t.accumulation_steps}, lr {t.learning_rate}, "
-               f"{t.dtype}, data {t.data_path}")
+               f"{s.ran_on or t.dtype}, data {t.data_path}")
     for kind, path in sorted(s.checkpoints.items()):
-        typer.echo(f"checkpoint {kind}: {path}")
+        why = s.checkpoint_problems.get(kind)
+        typer.echo(f"checkpoint {kind}: {path}" + (f" ({why})" if why else ""))
     if s.resumable and s.state != RunState.FINISHED:
         typer.echo(f"resume     {resume_command(str(store.path))}")
     if s.evals:
@@ -314,7 +327,8 @@ def loss_plot(steps: list, losses: list, evals: list[tuple[int, float]], width: 
 # ---- sampling and tokenizer --------------------------------------------------------------------------
 
 SAMPLING = SamplingConfig()
-SOURCE_ARGUMENT = typer.Argument(..., help="a run directory, or a weights file (.pth or .safetensors) of either family")
+SOURCE_ARGUMENT = typer.Argument(..., help="a run directory, a weights file (.pth or .safetensors) of either family, "
+                                 "or a Hugging Face export folder")
 N_HEADS_OPTION = typer.Option(8, "--n-heads", "--n_heads", help="attention heads of a bare classic weights file "
                               "(its shapes cannot tell)")
 ARCH_OPTION = typer.Option(None, "--arch", help="family of a bare weights file (default: told by its keys)")
@@ -329,6 +343,15 @@ def _refuse_existing(out: Path, force: bool) -> None:
         return
     if out.is_file() or (out.is_dir() and any(out.iterdir())):
         fail(f"{out} already exists: choose another output, or pass --force to replace it")
+
+
+def _refuse_bad_place(out: Path) -> None:
+    """An output inside a path one of whose parts is a file cannot be written: name that file."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                fail(f"{parent} is a file, not a folder: choose an output path inside a folder")
+            return
 
 
 class Loaded(NamedTuple):
@@ -419,7 +442,7 @@ def evaluate(source: Path = SOURCE_ARGUMENT,
         train = run_config.train if run_config else TrainConfig()
         train = dataclasses.replace(train, packing=packing, stage=stage)
         STAGES[stage].check(types.SimpleNamespace(train=train))
-        precision = resolve_precision(device, dtype)
+        precision = resolve_precision(device, dtype, training=False)
         held = STAGES[stage].build_set(family, data, tok, length, train)
         result = Evaluator(held, batch_size, precision, World()).run(model.to(precision.device))
     except MiniMindError as e:
@@ -446,7 +469,7 @@ def chat(source: Path = SOURCE_ARGUMENT,
          tokenizer: Optional[str] = TOKENIZER_OPTION, n_heads: int = N_HEADS_OPTION, arch: Optional[str] = ARCH_OPTION,
          device: str = typer.Option("cpu", help="cpu or cuda")) -> None:
     """Talk to a model (an SFT run is the one that answers): the chat template, replies streamed."""
-    from .chat import COMMANDS, Chat
+    from .chat import COMMANDS, Chat, parse_line
 
     try:
         model, _, family, _, tok, note = _load(source, n_heads, device, arch, tokenizer)
@@ -472,18 +495,21 @@ def chat(source: Path = SOURCE_ARGUMENT,
         except KeyboardInterrupt:  # at the prompt: a fresh line, as in a shell
             typer.echo("")
             continue
-        text = line.strip()
-        if not text:
+        kind, text = parse_line(line)
+        if not text and kind == "message":
             continue
-        if text == "/exit":
+        if kind == "exit":
             return
-        if text == "/reset":
+        if kind == "reset":
             session.reset()
             typer.echo("(conversation cleared)")
             continue
-        if text.startswith("/system"):
-            session.reset(system=text[len("/system"):].strip())
+        if kind == "system":
+            session.reset(system=text)
             typer.echo(f"(system prompt {'set' if session.system else 'cleared'}; conversation cleared)")
+            continue
+        if kind == "note":  # a mistyped command: never sent to the model
+            typer.echo(f"({text})")
             continue
         interrupted["now"] = False
         previous = signal.signal(signal.SIGINT, on_sigint)
@@ -504,18 +530,27 @@ def convert(source: Path = typer.Argument(..., help="weights file (.pth or .safe
             force: bool = FORCE_OPTION) -> None:
     """Convert weights between MiniMind classic and MiniMind2 (Hugging Face style keys, rotate-half RoPE)."""
     from .interop import classic_to_minimind2, detect_layout, load_state, save_state, to_classic
+    from .weights import detect_family
 
     if to not in ("classic", "minimind2"):
         fail(f"--to {to!r} is not classic or minimind2")
-    _refuse_existing(out, force)
+    if out.suffix not in (".pth", ".safetensors"):
+        fail(f"{out} does not end in .pth or .safetensors: the extension picks the file format, name it e.g. "
+             f"{out.with_suffix('.pth')}")
     try:
         state = load_state(source)
+        if detect_family(state).name != "classic":
+            fail(f"{source} holds MiniMind-3 weights: convert rewrites classic weights between the classic and "
+                 "MiniMind2 layouts only; MiniMind-3 weights load as they are (for other tools use "
+                 "`minimind export SOURCE OUT --format hf` or `--format gguf`)")
         layout = detect_layout(state)
         classic = to_classic(state, n_heads)
         dim = classic["tok_embeddings.weight"].shape[1]
         if dim % n_heads:
             fail(f"dim {dim} is not divisible by --n-heads {n_heads}: pass the model's head count")
         result = classic if to == "classic" else classic_to_minimind2(classic, dim // n_heads)
+        _refuse_bad_place(out)
+        _refuse_existing(out, force)
         save_state(result, out)
     except MiniMindError as e:
         fail(str(e))
@@ -527,37 +562,47 @@ def convert(source: Path = typer.Argument(..., help="weights file (.pth or .safe
 @app.command()
 def export(source: Path = SOURCE_ARGUMENT,
            out: Path = typer.Argument(..., help="hf: the folder to write into; gguf: the .gguf file to write"),
-           format: str = typer.Option("hf", "--format", help="hf: a Hugging Face checkpoint (classic as Llama, "
-                                      "MiniMind-3 as Qwen3 / Qwen3-MoE); gguf: one file llama.cpp runs (classic as "
-                                      "llama, MiniMind-3 as qwen3 / qwen3moe)"),
+           format: Optional[str] = typer.Option(None, "--format", help="hf: a Hugging Face checkpoint (classic as "
+                                                "Llama, MiniMind-3 as Qwen3 / Qwen3-MoE); gguf: one file llama.cpp "
+                                                "runs (classic as llama, MiniMind-3 as qwen3 / qwen3moe); default: "
+                                                "gguf for an output ending in .gguf, else hf"),
            outtype: Optional[str] = typer.Option(None, "--outtype", help="gguf weights: f32 (default) or f16 "
                                                  "(matrices in f16, norms in f32)"),
            n_heads: int = N_HEADS_OPTION, arch: Optional[str] = ARCH_OPTION,
            tokenizer: Optional[str] = TOKENIZER_OPTION, force: bool = FORCE_OPTION) -> None:
     """Export a model as a Hugging Face checkpoint (config.json, model.safetensors, tokenizer) or a GGUF file."""
+    from .gguf_export import OUTTYPES, export_gguf
+    from .interop import export_hf
     from .models.shared import model_state
 
+    named = "gguf" if out.suffix == ".gguf" else "hf"  # what the output's name says it is
+    format = format or named
     if format not in ("hf", "gguf"):
         fail(f"--format {format!r} is not supported: use hf or gguf")
+    if format == "gguf" and named == "hf":
+        fail(f"{out} does not end in .gguf: --format gguf writes one file, name it e.g. {out.with_suffix('.gguf')}")
+    if format == "hf" and named == "gguf":
+        fail(f"{out} ends in .gguf but --format hf writes a folder: drop --format hf to write a GGUF file, or name "
+             "the folder without .gguf")
     if format == "hf" and outtype is not None:
-        fail("--outtype applies to --format gguf only (the Hugging Face export is float32): drop it or add --format gguf")
-    if format == "gguf":
-        from .gguf_export import OUTTYPES, export_gguf
-
-        if out.suffix != ".gguf":
-            fail(f"{out} does not end in .gguf: --format gguf writes one file, name it e.g. {out.with_suffix('.gguf')}")
-        if out.is_dir():
-            fail(f"{out} is a folder: give the path of the .gguf file to write")
-        if (outtype or "f32") not in OUTTYPES:
-            fail(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
+        fail("--outtype applies to GGUF exports only (the Hugging Face export is float32): drop it, or name the "
+             "output *.gguf")
+    if (outtype or "f32") not in OUTTYPES:
+        fail(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
+    try:  # the source first: a missing or unreadable model is the problem to name, whatever the output
+        model, _, family, folder, tok, note = _load(source, n_heads, "cpu", arch, tokenizer)
+    except MiniMindError as e:
+        fail(str(e))
+    _refuse_bad_place(out)
+    if format == "gguf" and out.is_dir():
+        fail(f"{out} is a folder: give the path of the .gguf file to write")
+    if format == "hf" and out.is_file():
+        fail(f"{out} is a file: --format hf writes a folder, give a folder name")
     _refuse_existing(out, force)
     try:
-        model, _, family, folder, tok, note = _load(source, n_heads, "cpu", arch, tokenizer)
         if format == "gguf":
             summary = export_gguf(family, model.config, model_state(model), tok, out, outtype or "f32", folder)
         else:
-            from .interop import export_hf
-
             export_hf(family, model.config, model_state(model), tok, out, folder)
     except MiniMindError as e:
         fail(str(e))

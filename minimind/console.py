@@ -6,9 +6,10 @@ printed exactly as the notebook prints them.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
@@ -45,10 +46,14 @@ class ConsolePrinter(EventHandler):
     """
 
     def __init__(self, out: Optional[TextIO] = None, err: Optional[TextIO] = None, progress: Optional[bool] = None,
-                 verbosity: str = "normal"):
+                 verbosity: str = "normal", on_output_closed: Optional[Callable[[], None]] = None):
         if verbosity not in VERBOSITIES:
             raise ValueError(f"verbosity must be one of {', '.join(VERBOSITIES)}, not {verbosity!r}")
         self.out, self.err = out or sys.stdout, err or sys.stderr
+        # Called once when the reader of our output goes away (`minimind train | head`): the CLI stops the
+        # run at a step boundary and saves, as for Ctrl-C, instead of the write failing the run.
+        self.on_output_closed = on_output_closed
+        self._out_closed = False
         self.verbosity = verbosity
         default_progress = self.out.isatty() and verbosity != "quiet"
         self.use_progress = default_progress if progress is None else progress
@@ -65,11 +70,26 @@ class ConsolePrinter(EventHandler):
         return self.verbosity != "quiet"
 
     def _print(self, line: str, err: bool = False) -> None:
-        if self._progress is not None:
-            self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True,
-                                         style="red" if err else None)
-        else:
-            print(line, file=self.err if err else self.out, flush=True)
+        if self._out_closed and not err:
+            return
+        try:
+            if self._progress is not None:
+                self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True,
+                                             style="red" if err else None)
+            else:
+                print(line, file=self.err if err else self.out, flush=True)
+        except BrokenPipeError:
+            self._output_closed(self.err if err else self.out)
+
+    def _output_closed(self, stream: TextIO) -> None:
+        if stream is self.err:
+            return  # nowhere left to say anything; the run record still has it all
+        self._out_closed = True
+        _silence(stream)
+        if self.on_output_closed is not None:
+            self.on_output_closed()
+            self._print("stdout closed (its reader exited): stopping after this step and saving the resume state",
+                        err=True)
 
     def on_run_started(self, e: RunStarted) -> None:
         self._plan_saves(e)
@@ -161,14 +181,26 @@ class ConsolePrinter(EventHandler):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+        last_to_err = self._out_closed  # the way to resume must reach someone
         if e.status == RunState.FINISHED:
-            self._print(f"finished {e.global_step}/{e.total_steps} steps; run record: {e.run_dir}")
+            self._print(f"finished {e.global_step}/{e.total_steps} steps; run record: {e.run_dir}", err=last_to_err)
         elif e.status == RunState.STOPPED:
             hint = f"; resume with: {resume_command(e.run_dir)}" if e.resumable else ""
-            self._print(f"stopped at step {e.global_step}/{e.total_steps}{hint}")
+            self._print(f"stopped at step {e.global_step}/{e.total_steps}{hint}", err=last_to_err)
         else:
             hint = f" (resume from the last save with: {resume_command(e.run_dir)})" if e.resumable else ""
             self._print(f"error: {e.error}{hint}", err=True)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a closed pipe's file descriptor at /dev/null, so that the interpreter's flush at exit
+    does not fail on it too (what Python's docs advise for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's StringIO): nothing to flush
+        pass
 
 
 def _weights_path(e: RunStarted) -> Optional[str]:

@@ -149,8 +149,9 @@ class JsonlFile:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{self.where(index)}: malformed JSON ({e.msg} at column {e.colno}): each line must be "
-                            f"one object like {self.example}") from None
+            # json's own messages may end in "at" ("Unterminated string starting at"): one "at" before the column
+            raise DataError(f"{self.where(index)}: malformed JSON ({e.msg.removesuffix(' at')} at column {e.colno}): "
+                            f"each line must be one object like {self.example}") from None
         if not isinstance(obj, dict) or self.key not in obj:
             raise DataError(f"{self.where(index)}: no \"{self.key}\" field: each line must be an object like "
                             f"{self.example}")

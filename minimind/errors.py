@@ -24,3 +24,8 @@ class DataError(MiniMindError):
 
 class CheckpointError(MiniMindError):
     """A checkpoint or run directory that cannot be used."""
+
+
+class AlreadyFinished(CheckpointError):
+    """A resume of a run that has trained all its steps: nothing to do, and its record stays as it is.
+    Not a failure for a script that resumes until done, so the CLI exits 0 on it."""

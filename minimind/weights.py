@@ -1,6 +1,7 @@
-"""Where a model's weights come from: a run directory (its newest weights) or a weights file in any
-layout a family reads (classic, MiniMind2, MiniMind-3; .pth or .safetensors), and the model built
-from them. Used by training (`--init-from`, `--from_weight`), `generate`, `chat`, `eval` and export.
+"""Where a model's weights come from: a run directory (its newest weights), a weights file in any
+layout a family reads (classic, MiniMind2, MiniMind-3; .pth or .safetensors) or a Hugging Face export
+folder (read as its model.safetensors), and the model built from them. Used by training
+(`--init-from`, `--from_weight`), `generate`, `chat`, `eval` and export.
 """
 
 from __future__ import annotations
@@ -50,29 +51,60 @@ def load_run_weights(run_dir: str | os.PathLike) -> tuple[dict, RunConfig]:
     return load_weights(path), run_config
 
 
-def load_state_for(family: Family, source: str | os.PathLike, config: Any = None, n_heads: int = 8) -> dict:
-    """Weights from a run directory or a file, in `family`'s own layout."""
+def resolve_source(source: str | os.PathLike) -> Path:
+    """`source` itself (a run directory or a weights file), or the model.safetensors of a Hugging Face
+    export folder (`minimind export RUN DIR --format hf`): its config.json is the export's, not a run's,
+    and the file is read like any exported weights file (with that config.json and the tokenizer beside)."""
     path = Path(source)
+    if not path.is_dir():
+        return path
+    if (path / "model.safetensors").is_file():
+        return path / "model.safetensors"
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is neither a run directory (no config.json) nor a Hugging Face export (no "
+                              "model.safetensors): give a run directory (see `minimind runs list`), an export "
+                              "folder or a weights file")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return path  # not an export's config either: opening it as a run names the problem
+    if isinstance(config, dict) and "model_type" in config:
+        raise CheckpointError(f"{path} holds a Hugging Face config.json but no model.safetensors: export it again "
+                              f"with `minimind export RUN {path} --format hf --force`, or give the weights file")
+    return path
+
+
+def load_state_for(family: Family, source: str | os.PathLike, config: Any = None, n_heads: int = 8) -> dict:
+    """Weights from a run directory, a file or an export folder, in `family`'s own layout."""
+    path = resolve_source(source)
     state = load_run_weights(path)[0] if path.is_dir() else load_state(path)
     return family.own_layout(state, config=config, n_heads=n_heads)
 
 
 def load_model(source: str | os.PathLike, n_heads: int = 8, device: str = "cpu",
                arch: Optional[str] = None) -> tuple[Any, Optional[RunConfig], Family]:
-    """A model in eval mode from a run directory (its own config) or a weights file (the family from
-    `arch` or the keys, the config from the shapes), with its run config (None for a file) and family."""
-    path = Path(source)
+    """A model in eval mode from a run directory (its own config) or a weights file or export folder (the
+    family from `arch` or the keys, the config from the shapes and an export's config.json), with its run
+    config (None for a file) and family."""
+    path = resolve_source(source)
     if path.is_dir():
         state, run_config = load_run_weights(path)
         family, config = run_config.family, run_config.model
+        if arch is not None and arch != family.name:
+            raise CheckpointError(f"{path} is a {family.name} run, not {arch}: drop --arch (a run directory's "
+                                  "family comes from its own config)")
         state = family.own_layout(state, config=config)
     else:
         run_config = None
         raw = load_state(path)
         family = FAMILIES[arch] if arch else detect_family(raw)
+        hf_config = _hf_config_beside(path)
+        settings = family.settings_from_hf(hf_config)
+        heads = hf_config.get("num_attention_heads")
+        if settings and isinstance(heads, int) and heads > 0:
+            n_heads = heads  # this family's export: its config knows the head count the shapes cannot tell
         state = family.own_layout(raw, n_heads=n_heads)
         config = family.infer_config(state, n_heads=n_heads)
-        settings = family.settings_from_hf(_hf_config_beside(path))
         if settings:
             config = dataclasses.replace(config, **settings)
     model = family.build_model(config)
@@ -106,7 +138,7 @@ def tokenizer_folder_for(source: str | os.PathLike, run_config: Optional[RunConf
     """(folder, note) of the tokenizer that goes with a model loaded from `source`: `tokenizer` if given,
     else its run's (a run directory, or a file whose run record says that run wrote it), else the
     tokenizer files beside it (an export), else the family's bundled one, with a note saying so."""
-    path = Path(source)
+    path = resolve_source(source)
     if tokenizer:
         return str(tokenizer), ""
     if run_config is None and not path.is_dir():

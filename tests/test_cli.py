@@ -112,6 +112,32 @@ def test_runs_list_and_show(tmp_path):
     assert missing.exit_code == 2 and "not a run directory" in missing.output
 
 
+def test_runs_show_says_what_a_run_ran_in_and_when_its_weights_were_saved_over(tmp_path):
+    from minimind.engine.environment import resolve_precision
+
+    for name in ("first", "second"):  # same model size: both save out/minimind_pretrain_32.pth
+        assert runner.invoke(app, tiny_args(tmp_path, "--run-name", name)).exit_code == 0
+    show = lambda run: runner.invoke(app, ["runs", "show", run, "--save-dir", str(tmp_path / "out")]).output  # noqa: E731
+    ran = resolve_precision("cpu", "bfloat16").description  # the default dtype, as this CPU resolves it
+    first, second = show("first"), show("second")
+    assert f"), {ran}, data " in first and "training" in first
+    weights = tmp_path / "out" / "minimind_pretrain_32.pth"
+    assert f"checkpoint weights: {weights} (overwritten since by another run saving under the same name)" in first
+    assert f"checkpoint weights: {weights}\n" in second
+    weights.unlink()
+    assert f"checkpoint weights: {weights} (no longer there)" in show("second")
+
+
+def test_resuming_a_finished_run_does_nothing_and_keeps_its_record(tmp_path):
+    assert runner.invoke(app, tiny_args(tmp_path, "--run-name", "done")).exit_code == 0
+    store = RunStore(tmp_path / "out" / "runs" / "done")
+    before = (store.read_status(), store.events_path.read_bytes(), store.metrics_path.read_bytes())
+    result = runner.invoke(app, ["train", "--resume", str(store.path)])
+    assert result.exit_code == 0, result.output  # a loop that resumes until done ends cleanly
+    assert "has already finished" in result.output and "--init-from" in result.output
+    assert (store.read_status(), store.events_path.read_bytes(), store.metrics_path.read_bytes()) == before
+
+
 def test_control_commands_refuse_a_finished_run(tmp_path):
     runner.invoke(app, tiny_args(tmp_path, "--run-name", "done"))
     result = runner.invoke(app, ["pause", "done", "--save-dir", str(tmp_path / "out")])
@@ -194,6 +220,30 @@ def test_sigint_saves_and_resume_continues(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"resumed at step {stopped_at}/240" in result.output
     assert store.read_status()["state"] == "finished" and store.read_status()["global_step"] == 240
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_stops_and_saves_like_ctrl_c(tmp_path):
+    """`minimind train | head -3`: when the reader goes, the run stops at a step boundary with its resume
+    state, exit 0, the way to resume on stderr; not an 'internal error' that fails the run."""
+    args = [sys.executable, "-m", "minimind", *tiny_args(tmp_path, "--epochs", "200", "--save_interval", "0",
+                                                        "--log_interval", "1", "--run-name", "piped")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # read like head -n, up to the first log line, then go away
+            if line.startswith("Epoch:"):
+                break
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    store = RunStore(tmp_path / "out" / "runs" / "piped")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "internal error" not in err and "Exception ignored" not in err, err
+    assert "stdout closed" in err and f"resume with: minimind train --resume {store.path}" in err
+    assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()
 
 
 def test_quiet_prints_only_evaluations_and_the_end_and_verbose_every_save(tmp_path):

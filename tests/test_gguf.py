@@ -161,7 +161,7 @@ def test_cli_exports_gguf_and_refuses_bad_requests_in_one_line(tmp_path):
         "does not end in .gguf": ["export", str(tmp_path / "w.pth"), str(tmp_path / "m.bin"), "--format", "gguf"],
         "--outtype 'q4' is not one of f32, f16": ["export", str(tmp_path / "w.pth"), str(tmp_path / "m.gguf"),
                                                   "--format", "gguf", "--outtype", "q4"],
-        "--outtype applies to --format gguf only": ["export", str(tmp_path / "w.pth"), str(tmp_path / "hf"),
+        "--outtype applies to GGUF exports only": ["export", str(tmp_path / "w.pth"), str(tmp_path / "hf"),
                                                     "--outtype", "f16"],
         "--format 'onnx' is not supported: use hf or gguf": ["export", str(tmp_path / "w.pth"), str(tmp_path / "x"),
                                                              "--format", "onnx"],

@@ -352,7 +352,7 @@ def test_other_commands_keep_the_one_line_promise(tmp_path):
                    "already exists")
     (tmp_path / "readonly").write_text("a file where a folder should be")
     one_line_error(runner.invoke(app, ["export", str(finished.path), str(tmp_path / "readonly" / "hf")]),
-                   "cannot write")
+                   "readonly is a file, not a folder")
     one_line_error(runner.invoke(app, ["tokenizer", "train", "--data", str(tiny_corpus(tmp_path)), "--vocab-size",
                                        "100000000", "--out", str(tmp_path / "tok")]), "vocab-size")
     one_line_error(runner.invoke(app, ["train", *tiny_flags(tmp_path, "--run-name", "x" * 300)]), "run_name")

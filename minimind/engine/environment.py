@@ -54,7 +54,9 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(device_name: str, dtype: str, local_rank: int | None = None) -> Precision:
+def resolve_precision(device_name: str, dtype: str, local_rank: int | None = None, training: bool = True) -> Precision:
+    """The device and autocast for `dtype`; `training` False (evaluation) words the refusals without the
+    gradient scaling that only training does."""
     device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
         if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
@@ -62,9 +64,12 @@ def resolve_precision(device_name: str, dtype: str, local_rank: int | None = Non
                              ["this GPU has no bfloat16: using float16 autocast with gradient scaling"])
         autocast = None if dtype == "float32" else TORCH_DTYPES[dtype]
         return Precision(device, autocast, dtype == "float16")
-    if dtype == "float16":
+    if dtype == "float16" and training:
         raise MiniMindError(f"dtype float16 needs CUDA (gradient scaling on {device.type} is not supported): "
                             "use --dtype bfloat16 or --dtype float32")
+    if dtype == "float16":
+        raise MiniMindError(f"dtype float16 evaluates under float16 autocast, which runs on CUDA only here (not on "
+                            f"{device.type}): use --dtype float32 or --dtype bfloat16, or --device cuda")
     if dtype == "bfloat16":
         if device.type == "cpu" and cpu_has_fast_bf16():
             return Precision(device, torch.bfloat16, False)

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import __version__
 from ..config import RESUME_OVERRIDABLE, RunConfig, effective_tracker
 from ..data import EpochSampler, TrainingSet, data_fingerprint, resolve_data_path, split_lines
-from ..errors import CheckpointError, MiniMindError
+from ..errors import AlreadyFinished, CheckpointError, MiniMindError
 from ..events import (Alert, CheckpointSaved, EvalDone, Event, Observer, RunEnded, RunStarted, RunState, StateChanged,
                       StepLogged)
 from ..families import Family
@@ -194,6 +194,9 @@ class Trainer:
             raise CheckpointError(f"{store.resume_path} belongs to run {state['run_id']}, not {store.run_id}: it was "
                                   "copied from another run; resume that run instead")
         self.config = _resume_config(RunConfig.from_dict(state["config"]), overrides)
+        if state["epoch"] >= self.config.train.epochs and not state["samples"]:
+            raise AlreadyFinished(f"{store.path} has already finished (epoch {state['epoch']} of {state['epoch']}): nothing "
+                                  "to resume; to train it further, start a new run with --init-from it")
         save_dir = Path(self.config.train.save_dir)
         try:  # a new --save_dir for the weights: made if missing
             save_dir.mkdir(parents=True, exist_ok=True)

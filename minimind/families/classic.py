@@ -144,6 +144,12 @@ class ClassicFamily(Family):
                                       hidden_dim=w1.shape[0], use_moe=use_moe, **moe)
         return LMConfig(**values)
 
+    def settings_from_hf(self, hf_config: dict) -> dict[str, Any]:
+        if hf_config.get("model_type") != "llama":  # classic exports as Llama
+            return {}
+        names = {"rms_norm_eps": "norm_eps", "rope_theta": "rope_theta", "max_position_embeddings": "max_seq_len"}
+        return {ours: hf_config[theirs] for theirs, ours in names.items() if theirs in hf_config}
+
     def hf_checkpoint(self, config: LMConfig, state: dict, tokenizer: Any) -> tuple[dict, dict]:
         from ..interop import llama_checkpoint  # torch tensor permutations
 

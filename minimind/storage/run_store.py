@@ -23,7 +23,7 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
@@ -404,6 +404,9 @@ class RunSummary:
     checkpoints: dict  # kind -> path
     resumable: bool
     problem: Optional[str] = None  # why the run is DAMAGED
+    # kind -> why that file is no longer what this run saved (weights files are shared by name across runs)
+    checkpoint_problems: dict = field(default_factory=dict)
+    ran_on: Optional[str] = None  # device and precision the last start resolved ("cpu (2 threads), float32")
 
     @classmethod
     def of(cls, store: RunStore) -> "RunSummary":
@@ -417,13 +420,19 @@ class RunSummary:
             train, problem = {}, problem or str(e)
         losses = [float(m["loss"]) for m in metrics]
         finite = [x for x in losses if math.isfinite(x)]
-        evals = [(r["global_step"], float(r["eval_loss"])) for r in store.read_events()
+        events = store.read_events()
+        starts = [r for r in events if r.get("event") == "RunStarted"]
+        # what the run computed in, not what was asked (bfloat16 falls back to float32 on most CPUs)
+        ran_on = f"{starts[-1].get('device')}, {starts[-1].get('precision')}" if starts else None
+        evals = [(r["global_step"], float(r["eval_loss"])) for r in events
                  if r.get("event") == "EvalDone" and isinstance(r.get("global_step"), int)
                  and _number(r.get("eval_loss")) is not None]
         finite_evals = [loss for _, loss in evals if math.isfinite(loss)]
         started, end = _number(status.get("started")), _number(status.get("ended")) or _number(status.get("heartbeat"))
-        checkpoints = {k: v["path"] for k, v in status.get("checkpoints", {}).items()
-                       if isinstance(v, dict) and isinstance(v.get("path"), str)}
+        saves = {k: v for k, v in status.get("checkpoints", {}).items()
+                 if isinstance(v, dict) and isinstance(v.get("path"), str)}
+        checkpoints = {k: v["path"] for k, v in saves.items()}
+        checkpoint_problems = {k: why for k, v in saves.items() if (why := _not_as_saved(v)) is not None}
         return cls(
             run_id=store.run_id, path=store.path, arch=str(train.get("arch", "classic")),
             stage=str(train.get("stage", "pretrain")), state=RunState.DAMAGED if problem else store.state(),
@@ -433,7 +442,18 @@ class RunSummary:
             best_eval=min(finite_evals) if finite_evals else None, evals=evals,
             started=started, duration=(end - started) if started and end else None,
             checkpoints=checkpoints, resumable=store.resume_path.is_file(), problem=problem,
+            checkpoint_problems=checkpoint_problems, ran_on=ran_on,
         )
+
+
+def _not_as_saved(saved: dict) -> Optional[str]:
+    """Why a recorded checkpoint file is not the one the run wrote (None when it still is): another
+    run with the same weights name (`{save_weight}_{width}.pth`) saved over it, or it was deleted."""
+    try:
+        stat = os.stat(saved["path"])
+    except OSError:
+        return "no longer there"
+    return None if is_same_file(saved, stat) else "overwritten since by another run saving under the same name"
 
 
 def file_identity(stat: os.stat_result) -> dict[str, int]:
