@@ -621,6 +621,15 @@ def test_steps_table_columns_fit_any_width():
     assert len(header) <= 70 and note and [COLUMNS[i] for i in indices] == columns_for(70)
 
 
+def test_runs_table_shows_the_family_from_100_columns():
+    """Two families share a save_dir: at the README's 100x30 the Runs tab tells them apart."""
+    from minimind_tui.widgets.runs_view import columns_for, table_width
+
+    assert "family" not in [c.label for c in columns_for(80)] and "best eval" in [c.label for c in columns_for(80)]
+    assert "family" in [c.label for c in columns_for(100)]
+    assert all(table_width(columns_for(w)) <= w for w in (80, 100, 120))
+
+
 def test_runs_view_and_run_detail_show_the_best_eval_at_80x24(tmp_path):
     from textual.widgets import Button
 

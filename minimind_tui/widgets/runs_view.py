@@ -1,8 +1,9 @@
 """The Runs tab: every run recorded under save_dir; Enter opens one.
 
 The table shows the columns that fit its width, most useful first (run, state, steps, losses, best
-eval, then duration, family, stage, started): no row is ever wider than the screen, and the title
-line says when more columns show on a wider terminal.
+eval, then family, duration, stage, started: at 100 columns the family shows, which tells classic and
+MiniMind-3 runs apart): no row is ever wider than the screen, and the title line says when more
+columns show on a wider terminal.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ def _clip(text: str, width: int) -> str:
 
 COLUMNS = [
     RunColumn("run", 20, 10, lambda s: _clip(s.run_id, 20)),
-    RunColumn("family", 9, 3, lambda s: s.arch),
+    RunColumn("family", 9, 5, lambda s: s.arch),
     RunColumn("stage", 8, 2, lambda s: s.stage),
     RunColumn("state", 8, 9, lambda s: str(s.state)),
     RunColumn("steps", 11, 8, lambda s: f"{s.global_step}/{s.total_steps}"),
     RunColumn("last loss", 9, 7, lambda s: format_loss(s.last_loss)),
     RunColumn("best loss", 9, 6, lambda s: format_loss(s.best_loss)),
     RunColumn("best eval", 9, 6, lambda s: format_loss(s.best_eval)),
-    RunColumn("duration", 8, 4, lambda s: format_duration(s.duration)),
+    RunColumn("duration", 8, 3, lambda s: format_duration(s.duration)),
     RunColumn("started", 16, 1, lambda s: format_started(s.started)),
 ]
 
