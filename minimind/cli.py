@@ -81,7 +81,7 @@ def train(**values: Any) -> None:
         nproc = 1 if world.distributed else _requested_nproc(values, settings)
         if nproc > 1:
             # torchrun starts the processes; each of them runs this same command and finds WORLD_SIZE set.
-            raise typer.Exit(subprocess.run(torchrun_argv(nproc, _without_nproc(sys.argv[1:]))).returncode)
+            raise typer.Exit(_launch_workers(torchrun_argv(nproc, _without_nproc(sys.argv[1:]))))
         resume = values.get("resume")
         if values.get("from_resume") and not resume:
             resume = _matching_resumable(build_config(values.get("config"), settings))
@@ -109,7 +109,7 @@ def train(**values: Any) -> None:
     if world.is_main:  # rank 0 alone prints
         trainer.observers.append(ConsolePrinter(verbosity=verbosity,
                                                 on_output_closed=lambda: trainer.control.stop("stdout closed")))
-    previous = _stop_on_signals(trainer.control)
+    previous = _stop_on_signals(trainer.control, announce=world.is_main)
     try:
         ended = trainer.run()
     finally:
@@ -156,16 +156,63 @@ def _requested_nproc(values: dict, settings: dict) -> int:
     return 1
 
 
-def _stop_on_signals(control) -> dict:
-    """First SIGINT/SIGTERM: finish the step, save, exit 0. A second one aborts at once."""
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _stop_on_signals(control, announce: bool = True) -> dict:
+    """First SIGINT/SIGTERM/SIGHUP (a closed terminal): finish the step, save, exit 0. A second one
+    aborts at once. A signal the caller ignores (nohup, a background job) stays ignored."""
     def handle(signum, _frame):
         if control.stop_reason is not None:
             raise KeyboardInterrupt
         control.stop(signal.Signals(signum).name)
-        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving the resume state "
-              "(press Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+        if announce:  # one line per run, not one per rank
+            _say(f"\n{signal.Signals(signum).name}: stopping after this step and saving the resume state "
+                 "(press Ctrl-C again to abort without saving)")
 
-    return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    return {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS
+            if signal.getsignal(signum) is not signal.SIG_IGN}
+
+
+def _say(line: str) -> None:
+    """A line on stderr that cannot fail the run: inside a signal handler a closed pipe or a hung-up
+    terminal would raise in the middle of a training step."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _launch_workers(argv: list[str]) -> int:
+    """torchrun, with this command's signals passed to the training processes themselves.
+
+    torchrun starts each worker in a session of its own, so a Ctrl-C in the terminal or a `kill` of
+    this command would reach only torchrun, which tears its workers down (exit 130, no save) or, if
+    it dies first, leaves them training with no parent. Here torchrun gets its own session too, and a
+    stop signal to this command goes to every worker, which stops after the step and saves, as a
+    single process does; torchrun then ends as they do (0)."""
+    import psutil
+
+    proc = subprocess.Popen(argv, start_new_session=True)
+
+    def forward(signum, _frame):
+        try:
+            workers = psutil.Process(proc.pid).children()  # not their DataLoader workers: ranks stop them
+        except psutil.Error:
+            return
+        for worker in workers:
+            try:
+                worker.send_signal(signum)
+            except psutil.Error:
+                pass
+
+    previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
+    try:
+        return proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # ---- run control from another process ---------------------------------------------------------------

@@ -50,8 +50,8 @@ class ConsolePrinter(EventHandler):
         if verbosity not in VERBOSITIES:
             raise ValueError(f"verbosity must be one of {', '.join(VERBOSITIES)}, not {verbosity!r}")
         self.out, self.err = out or sys.stdout, err or sys.stderr
-        # Called once when the reader of our output goes away (`minimind train | head`): the CLI stops the
-        # run at a step boundary and saves, as for Ctrl-C, instead of the write failing the run.
+        # Called once when the reader of our output goes away (`minimind train | head`, a closed terminal):
+        # the CLI stops the run at a step boundary and saves, as for Ctrl-C, instead of the write failing it.
         self.on_output_closed = on_output_closed
         self._out_closed = False
         self.verbosity = verbosity
@@ -78,7 +78,7 @@ class ConsolePrinter(EventHandler):
                                              style="red" if err else None)
             else:
                 print(line, file=self.err if err else self.out, flush=True)
-        except BrokenPipeError:
+        except OSError:  # a closed pipe (EPIPE) or a hung-up terminal (EIO): nobody reads this stream any more
             self._output_closed(self.err if err else self.out)
 
     def _output_closed(self, stream: TextIO) -> None:

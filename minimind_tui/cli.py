@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 
+from minimind.config import RunConfig
 from minimind.errors import MiniMindError
 from minimind.options import CONFIG_FILE_OPTION, build_config, fail, given_settings, normalize_bool_values, with_options
 from minimind.storage.run_store import RunStore
@@ -40,10 +41,7 @@ def tui(**values: Any) -> None:
     try:
         if values["launch"] not in LAUNCH_MODES:
             fail(f"--launch {values['launch']!r} is not one of {', '.join(LAUNCH_MODES)}")
-        config = build_config(values.get("config"), given_settings(values))
-        attach = values.get("attach")
-        if attach is not None:
-            RunStore.open(attach)
+        config, attach = form_config(values)
     except MiniMindError as e:
         fail(str(e))
     result = make_app(config, start=values["start"], attach=attach,
@@ -51,6 +49,19 @@ def tui(**values: Any) -> None:
     if result:
         typer.echo(result)
 
+
+
+def form_config(values: dict) -> tuple[RunConfig, Optional[Path]]:
+    """The form's config from the flags, and the run to attach to (checked). Attached without
+    --save_dir, the app's save_dir is the attached run's, so that its Runs tab lists that run's neighbours."""
+    settings = given_settings(values)
+    config = build_config(values.get("config"), settings)
+    attach = values.get("attach")
+    if attach is not None:
+        runs = RunStore.open(attach).path.absolute().parent
+        if "save_dir" not in settings and runs.name == "runs":
+            config = config.replace(save_dir=str(runs.parent))
+    return config, attach
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -5,11 +5,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from minimind.cli import app
+from minimind.config import RunConfig
 from minimind.storage.run_store import RunStore, list_runs
 from tests.conftest import ASSETS, needs_assets
 from tests.helpers import tiny_corpus, tiny_flags, wait_until
@@ -128,6 +130,24 @@ def test_runs_show_says_what_a_run_ran_in_and_when_its_weights_were_saved_over(t
     assert f"checkpoint weights: {weights} (no longer there)" in show("second")
 
 
+def test_a_run_resumed_by_a_relative_path_records_absolute_paths(tmp_path, monkeypatch):
+    """`runs show` from another folder must find the checkpoints of a run resumed as `out/runs/rel`."""
+    from minimind.engine.control import RunControl
+    from minimind.engine.trainer import Trainer
+    from tests.helpers import tiny_config
+
+    control = RunControl()
+    control.stop("test")  # stops after its first step, resumable
+    Trainer(tiny_config(tmp_path, run_name="rel"), control=control).run()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--resume", "out/runs/rel", "--save_dir", "out"])
+    assert result.exit_code == 0, result.output
+    store = RunStore(tmp_path / "out" / "runs" / "rel")
+    paths = [saved["path"] for saved in store.read_status()["checkpoints"].values()]
+    assert paths and all(Path(p).is_absolute() and Path(p).is_file() for p in paths), paths
+    assert RunConfig.from_dict(store.read_config()).train.save_dir == str(tmp_path / "out")
+
+
 def test_resuming_a_finished_run_does_nothing_and_keeps_its_record(tmp_path):
     assert runner.invoke(app, tiny_args(tmp_path, "--run-name", "done")).exit_code == 0
     store = RunStore(tmp_path / "out" / "runs" / "done")
@@ -220,6 +240,36 @@ def test_sigint_saves_and_resume_continues(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"resumed at step {stopped_at}/240" in result.output
     assert store.read_status()["state"] == "finished" and store.read_status()["global_step"] == 240
+
+
+@pytest.mark.slow
+def test_sighup_stops_and_saves_unless_the_shell_ignores_it(tmp_path):
+    """A closed terminal (SIGHUP) stops and saves like Ctrl-C; under nohup (SIGHUP ignored) the run goes on."""
+    proc = start_headless(tmp_path, "--run-name", "hup")
+    store = RunStore(tmp_path / "out" / "runs" / "hup")
+    try:
+        assert wait_until(lambda: store.read_status().get("global_step", 0) >= 2)
+        proc.send_signal(signal.SIGHUP)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert "SIGHUP: stopping after this step" in output and "resume with: minimind train --resume" in output
+    assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()
+
+    args = [sys.executable, "-m", "minimind", *tiny_args(tmp_path, "--epochs", "200", "--save_interval", "0",
+                                                        "--run-name", "nohup")]
+    ignored = subprocess.Popen(["nohup", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = RunStore(tmp_path / "out" / "runs" / "nohup")
+    try:
+        assert wait_until(lambda: store.read_status().get("global_step", 0) >= 2)
+        ignored.send_signal(signal.SIGHUP)
+        step = store.read_status()["global_step"]
+        assert wait_until(lambda: store.read_status().get("global_step", 0) > step + 2)
+        assert ignored.poll() is None and store.read_status()["state"] == "running"
+    finally:
+        ignored.kill()
+        ignored.wait()
 
 
 @pytest.mark.slow

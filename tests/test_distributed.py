@@ -177,6 +177,34 @@ def test_sigint_to_one_rank_stops_every_rank_without_hanging(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_launcher_stops_and_saves_every_rank(tmp_path, signum):
+    """Ctrl-C in the terminal or `kill PID` of `minimind train --nproc 2` reaches the workers (torchrun
+    puts them in sessions of their own): they stop after the step and save, the command exits 0 with one
+    notice, and no rank is left training without a parent."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
+        tmp_path, "--epochs", "500", "--batch_size", "2", "--nproc", "2", "--run-name", "sig")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True)
+    store = RunStore(tmp_path / "out" / "runs" / "sig")
+    for line in proc.stdout:
+        if line.startswith("Epoch:[1/500](3/"):
+            break
+    everyone = psutil.Process(proc.pid).children(recursive=True)
+    assert any("torch.distributed.run" in " ".join(p.cmdline()) for p in everyone)
+    proc.send_signal(signum)  # to the launcher alone, as `kill PID` does (Ctrl-C reaches its group only)
+    output, _ = communicate_or_kill(proc)
+    assert proc.returncode == 0, output[-2000:]
+    assert output.count("stopping after this step and saving") == 1, output[-2000:]
+    assert store.read_status()["state"] == "stopped" and store.resume_path.is_file()
+    assert "Traceback" not in output
+    _, alive = psutil.wait_procs(everyone, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+
+
+@pytest.mark.slow
 def test_the_app_launches_a_multi_process_run_and_steers_it(tmp_path):
     """nproc 2 in the form: a background torchrun job, watched and paused / resumed / stopped."""
     import asyncio

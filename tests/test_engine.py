@@ -245,7 +245,8 @@ def test_nan_loss_pauses_and_never_overwrites_the_good_checkpoint(tmp_path):
     assert ended.status == "stopped" and poisoned_at is not None
     alerts = [e for e in events if type(e).__name__ == "Alert"]
     assert alerts and f"loss is nan at step {poisoned_at + 1}" in alerts[0].message
-    assert [e.state for e in events if isinstance(e, StateChanged)][0] == "paused"
+    paused = [e for e in events if isinstance(e, StateChanged)][0]
+    assert paused.state == "paused" and paused.reason == f"non-finite numbers (loss is nan at step {poisoned_at + 1})"
     saved_steps = [e.global_step for e in events if isinstance(e, CheckpointSaved)]
     assert max(saved_steps) <= poisoned_at  # nothing written after the NaN
     after = load_weights(tmp_path / "out" / "minimind_pretrain_32.pth")

@@ -159,14 +159,16 @@ def test_an_overflowing_update_never_writes_non_finite_weights(tmp_path):
     result = runner.invoke(app, ["train", *tiny_flags(tmp_path, "--epochs", "2", "--learning_rate", "1e308",
                                                       "--save_interval", "1", "--on_nan", "stop",
                                                       "--run-name", "boom")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # --on_nan stop: a diverged run is a failure a script sees
     assert "the weights are no longer finite after step 1" in result.output
+    assert "error: non-finite numbers (the weights are no longer finite after step 1" in result.output
+    assert result.output.rstrip().endswith("stopped (--on_nan stop)")
     weights = tmp_path / "out" / "minimind_pretrain_32.pth"
     assert not weights.exists() or all(torch.isfinite(v.float()).all() for v in load_weights(weights).values())
     store = RunStore(tmp_path / "out" / "runs" / "boom")
     if store.resume_path.exists():  # a resume state named good is good
         assert all(torch.isfinite(v).all() for v in load_resume_state(store.resume_path)["model"].values())
-    assert store.read_status()["state"] == "stopped"
+    assert store.read_status()["state"] == "failed"
 
 
 # ---- 4. every record read from disk is checked -------------------------------------------------------

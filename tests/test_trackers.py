@@ -57,6 +57,7 @@ def test_missing_tracker_package_is_one_line_with_the_install_command(tmp_path, 
     assert result.exit_code == 2
     assert result.output.strip() == (f"error: --tracker {package} needs the {package} package, which is not "
                                      f'installed: pip install "minimind-tui[{package}]"')
+    assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").iterdir())  # no run left
 
 
 def test_use_wandb_conflicts_with_another_tracker(tmp_path):

@@ -204,3 +204,14 @@ def test_the_chat_tab_answers_mistyped_commands_and_sends_slash_messages(tmp_pat
                 {"role": "user", "content": "/ hi"}], 30)
 
     asyncio.run(scenario())
+
+
+def test_attaching_without_save_dir_lists_the_attached_runs_neighbours(tmp_path, monkeypatch):
+    from minimind_tui.cli import form_config
+
+    ended = Trainer(tiny_config(tmp_path, epochs=1, run_name="there")).run()
+    monkeypatch.chdir(tmp_path)  # ./output is not where that run lives
+    config, attach = form_config({"attach": Path(ended.run_dir), "launch": "process"})
+    assert attach == Path(ended.run_dir) and config.train.save_dir == str(tmp_path / "out")
+    config, _ = form_config({"attach": Path(ended.run_dir), "save_dir": "elsewhere", "launch": "process"})
+    assert config.train.save_dir == "elsewhere"  # said explicitly: kept

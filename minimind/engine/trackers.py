@@ -138,6 +138,12 @@ class SwanLabTracker(_HostedTracker):
                              mode=os.environ.get("SWANLAB_MODE") or None)
 
 
+def check_tracker(name: str) -> None:
+    """The one-line error of make_tracker, before the run directory exists (a refused run leaves none)."""
+    if name != "none":
+        _import(name)
+
+
 def make_tracker(name: str, run_dir: Path, project: str, purge_step: Optional[int] = None):
     """The observer for --tracker `name` (None for "none"); raises MiniMindError before any work."""
     if name == "none":

@@ -53,7 +53,7 @@ from .host_memory import keep_freed_memory, release_free_memory
 from .evaluation import Evaluator
 from .loss import Batch, real_targets_only
 from .schedule import learning_rate
-from .trackers import make_tracker
+from .trackers import check_tracker, make_tracker
 
 PAUSE_POLL_S = 0.2
 
@@ -145,7 +145,7 @@ class Trainer:
         self.control = control or RunControl()
         self.observers = list(observers)
         self.world = current_world()
-        self.resume_dir = Path(resume) if resume else None
+        self.resume_dir = Path(resume).absolute() if resume else None  # recorded paths are absolute
         self.notes = []
         self.micro_step = 0
         self.optimizer_step = 0
@@ -155,6 +155,8 @@ class Trainer:
         self.lr = 0.0
         self.meter = _Meter()
         self._poisoned = False  # non-finite numbers were seen: never save over good checkpoints
+        self._nonfinite: Optional[str] = None  # what was not finite, once seen
+        self._nonfinite_paused = False  # its pause was recorded (a later pause is the user's)
         self._last_resume_save = 0.0
         self._resume_saved_at = -1
         self.store, self.weights_file, self.weights_lock = None, None, None
@@ -164,6 +166,7 @@ class Trainer:
             if resume_state is None:
                 self.config = with_absolute_paths(config or RunConfig())
             self.family, self.stage = self.config.family, self.config.stage
+            check_tracker(effective_tracker(self.config.train))
             self._resume_state = resume_state
             self.precision = resolve_precision(self.config.train.device, self.config.train.dtype,
                                                self.world.local_rank if self.world.distributed else None)
@@ -193,7 +196,8 @@ class Trainer:
         if state.get("run_id", store.run_id) != store.run_id:
             raise CheckpointError(f"{store.resume_path} belongs to run {state['run_id']}, not {store.run_id}: it was "
                                   "copied from another run; resume that run instead")
-        self.config = _resume_config(RunConfig.from_dict(state["config"]), overrides)
+        # a new --save_dir or --eval_data given relative to this working directory is recorded absolute
+        self.config = with_absolute_paths(_resume_config(RunConfig.from_dict(state["config"]), overrides))
         if state["epoch"] >= self.config.train.epochs and not state["samples"]:
             raise AlreadyFinished(f"{store.path} has already finished (epoch {state['epoch']} of {state['epoch']}): nothing "
                                   "to resume; to train it further, start a new run with --init-from it")
@@ -374,6 +378,8 @@ class Trainer:
         try:
             if self._train_epochs():
                 status = RunState.STOPPED
+                if self._nonfinite and self.config.train.on_nan == "stop":  # diverged: a script must see it
+                    status, error = RunState.FAILED, f"{self._nonfinite}: stopped (--on_nan stop)"
             self._report_saves(wait=True)
             self._save_resume()
         except MiniMindError as e:
@@ -566,10 +572,11 @@ class Trainer:
         self._emit(Alert(f"{what}: checkpoints are no longer written ({last}); "
                          + ("paused: resume to continue anyway, or stop" if on_nan == "pause" else "stopping"),
                          level="error"))
+        self._nonfinite = f"non-finite numbers ({what})"  # the reason the pause or stop is recorded with
         if on_nan == "pause":
             self.control.pause()
         else:
-            self.control.stop(f"non-finite numbers ({what})")
+            self.control.stop(self._nonfinite)
 
     def _sync_control(self) -> tuple[bool, bool, bool]:
         """(stop, paused, save) as all ranks agree: a stop on any rank (a signal) stops every rank;
@@ -591,7 +598,9 @@ class Trainer:
             self._save_now()
         if paused and not stop:
             self._report_saves(wait=True)
-            self._emit(StateChanged(RunState.PAUSED, "pause requested"))
+            reason = self._nonfinite if self._nonfinite and not self._nonfinite_paused else "pause requested"
+            self._nonfinite_paused = self._nonfinite_paused or bool(self._nonfinite)
+            self._emit(StateChanged(RunState.PAUSED, reason))
             while paused and not stop:
                 self.control.wait(PAUSE_POLL_S) if self.world.is_main else time.sleep(PAUSE_POLL_S)
                 if self.store is not None:
