@@ -215,3 +215,32 @@ def test_attaching_without_save_dir_lists_the_attached_runs_neighbours(tmp_path,
     assert attach == Path(ended.run_dir) and config.train.save_dir == str(tmp_path / "out")
     config, _ = form_config({"attach": Path(ended.run_dir), "save_dir": "elsewhere", "launch": "process"})
     assert config.train.save_dir == "elsewhere"  # said explicitly: kept
+
+
+def test_sample_text_streams_and_a_run_gone_since_says_so(tmp_path):
+    import shutil
+
+    from textual.widgets import Input, Static
+
+    from minimind_tui.screens.sample import SampleScreen
+
+    ended = Trainer(tiny_config(tmp_path, epochs=1, run_name="s")).run()
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path))
+        async with app.run_test(size=SIZE) as pilot:
+            screen = SampleScreen(Path(ended.run_dir))
+            app.push_screen(screen)
+            await pilot.pause()
+            output = screen.query_one("#sample-output", Static)
+            screen.query_one("#max-new-tokens", Input).value = "4"
+            screen.query_one("#prompt", Input).value = "hello"
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: not screen.query_one("#generate").disabled, 60)
+            assert str(output.render()).startswith("hello") and not str(output.render()).startswith("✗")
+            shutil.rmtree(ended.run_dir)
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: not screen.query_one("#generate").disabled, 60)
+            assert str(output.render()).startswith("✗ "), str(output.render())
+
+    asyncio.run(scenario())

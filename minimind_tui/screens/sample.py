@@ -30,6 +30,7 @@ class SampleScreen(ModalScreen[None]):
         super().__init__()
         self.source = source
         self.text = ""
+        self.failed = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog full", id="sample-dialog"):
@@ -73,7 +74,7 @@ class SampleScreen(ModalScreen[None]):
         except ValueError:
             output.update("✗ max new tokens must be >= 1, temperature >= 0 and top-p in (0, 1]")
             return
-        self.text = self.query_one("#prompt", Input).value
+        self.text, self.failed = self.query_one("#prompt", Input).value, False
         output.update(self.text + " …")
         self.query_one("#generate", Button).disabled = True
         self._generate(self.text, max_new, temperature, top_p)
@@ -101,8 +102,9 @@ class SampleScreen(ModalScreen[None]):
     def on_sample_text(self, message: SampleText) -> None:
         output = self.query_one("#sample-output", Static)
         if message.error:
+            self.failed = True
             output.update(f"✗ {message.error}")
-        else:
+        elif not self.failed:  # the closing done message must not paint over the error
             self.text += message.text
             output.update(self.text + ("" if message.done else " …"))
         if message.done:
