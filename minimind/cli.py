@@ -6,6 +6,7 @@ Typer's (--batch-size). Bad input ends with one line naming the problem and the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import typer
 
@@ -109,12 +110,8 @@ def train(**values: Any) -> None:
     if world.is_main:  # rank 0 alone prints
         trainer.observers.append(ConsolePrinter(verbosity=verbosity,
                                                 on_output_closed=lambda: trainer.control.stop("stdout closed")))
-    previous = _stop_on_signals(trainer.control, announce=world.is_main)
-    try:
+    with _stop_on_signals(trainer.control, announce=world.is_main):
         ended = trainer.run()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     if ended.status == RunState.FAILED:
         raise typer.Exit(EXIT_FAILED)
 
@@ -159,9 +156,22 @@ def _requested_nproc(values: dict, settings: dict) -> int:
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-def _stop_on_signals(control, announce: bool = True) -> dict:
+@contextlib.contextmanager
+def _on_stop_signals(handler: Callable) -> Iterator[None]:
+    """`handler` for every stop signal, the previous handlers back after. A signal the caller ignores
+    (nohup, a background job) stays ignored."""
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _stop_on_signals(control, announce: bool = True):
     """First SIGINT/SIGTERM/SIGHUP (a closed terminal): finish the step, save, exit 0. A second one
-    aborts at once. A signal the caller ignores (nohup, a background job) stays ignored."""
+    aborts at once."""
     def handle(signum, _frame):
         if control.stop_reason is not None:
             raise KeyboardInterrupt
@@ -170,8 +180,7 @@ def _stop_on_signals(control, announce: bool = True) -> dict:
             _say(f"\n{signal.Signals(signum).name}: stopping after this step and saving the resume state "
                  "(press Ctrl-C again to abort without saving)")
 
-    return {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS
-            if signal.getsignal(signum) is not signal.SIG_IGN}
+    return _on_stop_signals(handle)
 
 
 def _say(line: str) -> None:
@@ -206,13 +215,8 @@ def _launch_workers(argv: list[str]) -> int:
             except psutil.Error:
                 pass
 
-    previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS
-                if signal.getsignal(signum) is not signal.SIG_IGN}
-    try:
+    with _on_stop_signals(forward):
         return proc.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 # ---- run control from another process ---------------------------------------------------------------
@@ -237,11 +241,10 @@ def _send(command: str, run: str, save_dir: str) -> None:
     try:
         store = resolve_run(run, save_dir)
         state = store.state()
-        if state == RunState.FINISHED:
-            fail(f"run {store.run_id} is not running (state: finished): it has finished, nothing to control; to "
-                 f"train it further, start a new run with --init-from {store.path}")
         if not state.live:
-            hint = (f"resume it with `{resume_command(str(store.path))}`" if store.resume_path.is_file()
+            hint = (f"it has finished, nothing to control; to train it further, start a new run with --init-from "
+                    f"{store.path}" if state == RunState.FINISHED else
+                    f"resume it with `{resume_command(str(store.path))}`" if store.resume_path.is_file()
                     else "nothing to control")
             fail(f"run {store.run_id} is not running (state: {state}): {hint}")
         if state == RunState.STOPPING:

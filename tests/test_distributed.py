@@ -69,22 +69,39 @@ def run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def communicate_or_kill(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
-    """Wait for a launcher started in its own session; on timeout kill the whole group (torchrun and its
-    workers), so that no stray rank outlives the test blocked on a pipe nobody reads."""
+    """Wait for a launcher; on timeout kill it and everything under it (torchrun and its workers run in
+    sessions of their own), so that no stray rank outlives the test blocked on a pipe nobody reads."""
+    import psutil
+
     try:
         return proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
         proc.communicate()
         raise
 
 
-def stopped_ddp_run(tmp_path: Path, name: str, epochs: int, at_step: int) -> RunStore:
-    """A 2-process run asked to stop (through its run directory) once rank 0 prints step `at_step`."""
-    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
+def start_ddp(tmp_path: Path, name: str, epochs: int) -> subprocess.Popen:
+    """`minimind train --nproc 2` in its own process, its output in one pipe."""
+    return subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
         tmp_path, "--epochs", str(epochs), "--batch_size", "2", "--nproc", "2", "--run-name", name)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
         start_new_session=True)
+
+
+def read_until(proc: subprocess.Popen, prefix: str) -> None:
+    """Read rank 0's lines up to the first that starts with `prefix`."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return
+
+
+def stopped_ddp_run(tmp_path: Path, name: str, epochs: int, at_step: int) -> RunStore:
+    """A 2-process run asked to stop (through its run directory) once rank 0 prints step `at_step`."""
+    proc = start_ddp(tmp_path, name, epochs)
     store = RunStore(tmp_path / "out" / "runs" / name)
     for line in proc.stdout:
         if line.startswith(f"Epoch:[1/{epochs}]({at_step}/"):
@@ -156,15 +173,11 @@ def test_resume_with_another_world_size_keeps_the_data_position_in_samples(tmp_p
 
 @pytest.mark.slow
 def test_sigint_to_one_rank_stops_every_rank_without_hanging(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
-        tmp_path, "--epochs", "500", "--batch_size", "2", "--nproc", "2", "--run-name", "sig")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        start_new_session=True)
-    store = RunStore(tmp_path / "out" / "runs" / "sig")
     import psutil
-    for line in proc.stdout:
-        if line.startswith("Epoch:[1/500](3/"):
-            break
+
+    proc = start_ddp(tmp_path, "sig", 500)
+    store = RunStore(tmp_path / "out" / "runs" / "sig")
+    read_until(proc, "Epoch:[1/500](3/")
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "minimind" in " ".join(p.cmdline())
                and "torch.distributed.run" not in " ".join(p.cmdline())]
     assert len(workers) == 2
@@ -184,14 +197,9 @@ def test_a_signal_to_the_launcher_stops_and_saves_every_rank(tmp_path, signum):
     notice, and no rank is left training without a parent."""
     import psutil
 
-    proc = subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
-        tmp_path, "--epochs", "500", "--batch_size", "2", "--nproc", "2", "--run-name", "sig")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        start_new_session=True)
+    proc = start_ddp(tmp_path, "sig", 500)
     store = RunStore(tmp_path / "out" / "runs" / "sig")
-    for line in proc.stdout:
-        if line.startswith("Epoch:[1/500](3/"):
-            break
+    read_until(proc, "Epoch:[1/500](3/")
     everyone = psutil.Process(proc.pid).children(recursive=True)
     assert any("torch.distributed.run" in " ".join(p.cmdline()) for p in everyone)
     proc.send_signal(signum)  # to the launcher alone, as `kill PID` does (Ctrl-C reaches its group only)

@@ -18,14 +18,15 @@ class RunControl:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._paused = False
+        self._pause_reason = "pause requested"
         self._stop_reason: Optional[str] = None
         self._save_requested = False
         self._inbox: Optional[Callable[[], list[str]]] = None
 
     # ---- requests (any thread) -------------------------------------------------------------
-    def pause(self) -> None:
+    def pause(self, reason: str = "pause requested") -> None:
         with self._lock:
-            self._paused = True
+            self._paused, self._pause_reason = True, reason
 
     def resume(self) -> None:
         with self._lock:
@@ -62,6 +63,10 @@ class RunControl:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    @property
+    def pause_reason(self) -> str:
+        return self._pause_reason
 
     @property
     def stop_reason(self) -> Optional[str]:

@@ -64,12 +64,10 @@ def resolve_precision(device_name: str, dtype: str, local_rank: int | None = Non
                              ["this GPU has no bfloat16: using float16 autocast with gradient scaling"])
         autocast = None if dtype == "float32" else TORCH_DTYPES[dtype]
         return Precision(device, autocast, dtype == "float16")
-    if dtype == "float16" and training:
-        raise MiniMindError(f"dtype float16 needs CUDA (gradient scaling on {device.type} is not supported): "
-                            "use --dtype bfloat16 or --dtype float32")
     if dtype == "float16":
-        raise MiniMindError(f"dtype float16 evaluates under float16 autocast, which runs on CUDA only here (not on "
-                            f"{device.type}): use --dtype float32 or --dtype bfloat16, or --device cuda")
+        why = (f"gradient scaling on {device.type} is not supported" if training
+               else f"float16 autocast runs on CUDA only here, not on {device.type}")
+        raise MiniMindError(f"dtype float16 needs CUDA ({why}): use --dtype bfloat16 or --dtype float32")
     if dtype == "bfloat16":
         if device.type == "cpu" and cpu_has_fast_bf16():
             return Precision(device, torch.bfloat16, False)

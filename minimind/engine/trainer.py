@@ -156,7 +156,6 @@ class Trainer:
         self.meter = _Meter()
         self._poisoned = False  # non-finite numbers were seen: never save over good checkpoints
         self._nonfinite: Optional[str] = None  # what was not finite, once seen
-        self._nonfinite_paused = False  # its pause was recorded (a later pause is the user's)
         self._last_resume_save = 0.0
         self._resume_saved_at = -1
         self.store, self.weights_file, self.weights_lock = None, None, None
@@ -199,8 +198,9 @@ class Trainer:
         # a new --save_dir or --eval_data given relative to this working directory is recorded absolute
         self.config = with_absolute_paths(_resume_config(RunConfig.from_dict(state["config"]), overrides))
         if state["epoch"] >= self.config.train.epochs and not state["samples"]:
-            raise AlreadyFinished(f"{store.path} has already finished (epoch {state['epoch']} of {state['epoch']}): nothing "
-                                  "to resume; to train it further, start a new run with --init-from it")
+            raise AlreadyFinished(f"{store.path} has already finished (epoch {state['epoch']} of "
+                                  f"{self.config.train.epochs}): nothing to resume; to train it further, start a "
+                                  "new run with --init-from it")
         save_dir = Path(self.config.train.save_dir)
         try:  # a new --save_dir for the weights: made if missing
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -574,7 +574,7 @@ class Trainer:
                          level="error"))
         self._nonfinite = f"non-finite numbers ({what})"  # the reason the pause or stop is recorded with
         if on_nan == "pause":
-            self.control.pause()
+            self.control.pause(self._nonfinite)
         else:
             self.control.stop(self._nonfinite)
 
@@ -598,9 +598,7 @@ class Trainer:
             self._save_now()
         if paused and not stop:
             self._report_saves(wait=True)
-            reason = self._nonfinite if self._nonfinite and not self._nonfinite_paused else "pause requested"
-            self._nonfinite_paused = self._nonfinite_paused or bool(self._nonfinite)
-            self._emit(StateChanged(RunState.PAUSED, reason))
+            self._emit(StateChanged(RunState.PAUSED, self.control.pause_reason))
             while paused and not stop:
                 self.control.wait(PAUSE_POLL_S) if self.world.is_main else time.sleep(PAUSE_POLL_S)
                 if self.store is not None:

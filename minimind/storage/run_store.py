@@ -432,7 +432,7 @@ class RunSummary:
         saves = {k: v for k, v in status.get("checkpoints", {}).items()
                  if isinstance(v, dict) and isinstance(v.get("path"), str)}
         checkpoints = {k: v["path"] for k, v in saves.items()}
-        checkpoint_problems = {k: why for k, v in saves.items() if (why := _not_as_saved(v)) is not None}
+        checkpoint_problems = {k: CHANGE_NOTES[change] for k, v in saves.items() if (change := checkpoint_change(v))}
         return cls(
             run_id=store.run_id, path=store.path, arch=str(train.get("arch", "classic")),
             stage=str(train.get("stage", "pretrain")), state=RunState.DAMAGED if problem else store.state(),
@@ -446,14 +446,18 @@ class RunSummary:
         )
 
 
-def _not_as_saved(saved: dict) -> Optional[str]:
-    """Why a recorded checkpoint file is not the one the run wrote (None when it still is): another
-    run with the same weights name (`{save_weight}_{width}.pth`) saved over it, or it was deleted."""
+CHANGE_NOTES = {"gone": "no longer there", "overwritten": "overwritten since by another run saving under the same name"}
+
+
+def checkpoint_change(saved: dict) -> Optional[str]:
+    """How a recorded checkpoint file ({"path", size, time, inode}) differs from the one the run wrote:
+    None (it is that file), "gone", or "overwritten" (another run with the same weights name,
+    `{save_weight}_{width}.pth`, saved over it)."""
     try:
         stat = os.stat(saved["path"])
     except OSError:
-        return "no longer there"
-    return None if is_same_file(saved, stat) else "overwritten since by another run saving under the same name"
+        return "gone"
+    return None if is_same_file(saved, stat) else "overwritten"
 
 
 def file_identity(stat: os.stat_result) -> dict[str, int]:
