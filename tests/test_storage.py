@@ -179,6 +179,39 @@ def test_truncate_after_drops_every_step_stamped_record_past_the_resume_point(tm
     assert kept == [("RunStarted", None), ("CheckpointSaved", 1), ("CheckpointSaved", 2), ("Alert", None)]
 
 
+def test_a_resume_keeps_the_history_before_its_save_whatever_the_step_units(tmp_path):
+    """One process to step 8 (saved there), resumed with two (steps halve: 4), saved at 6, died at 7:
+    the next resume keeps steps 1-8 of the first session, although they are numbered above 6."""
+    store = RunStore.create(tmp_path, "r")
+    store(started())
+    for i in range(1, 9):
+        store(step(i))
+    store(CheckpointSaved("resume", "resume.pt", 8))
+    first_save = store.record_counts()
+    store(CheckpointSaved("weights", "w.pth", 8))  # a background save reported after the resume save: kept
+    store(step(9))  # then the process died: never happened
+    store.truncate_after(8, first_save)
+    assert [m["global_step"] for m in store.read_metrics()] == list(range(1, 9))
+    store(started(start_step=4))  # two processes from here: the same data position is step 4
+    for i in (5, 6):
+        store(step(i))
+    second_save = store.record_counts()
+    store(CheckpointSaved("resume", "resume.pt", 6))
+    store(step(7))
+    store.truncate_after(6, second_save)
+    assert [m["global_step"] for m in store.read_metrics()] == [1, 2, 3, 4, 5, 6, 7, 8, 5, 6]
+    events = [(e["event"], e.get("global_step")) for e in store.read_events()]
+    assert events == [("RunStarted", None), ("CheckpointSaved", 8), ("CheckpointSaved", 8), ("RunStarted", None),
+                      ("CheckpointSaved", 6)]
+    # a later session that died before any save of its own leaves nothing, even in smaller step numbers
+    store(started(start_step=3))
+    store(step(4))
+    store.truncate_after(6, second_save)
+    assert [m["global_step"] for m in store.read_metrics()] == [1, 2, 3, 4, 5, 6, 7, 8, 5, 6]
+    assert [e["event"] for e in store.read_events()].count("RunStarted") == 2
+    assert store.record_counts() == {"metrics": 10, "events": 5}
+
+
 def test_a_live_state_whose_process_is_gone_is_lost(tmp_path):
     store = RunStore.create(tmp_path, "r")
     store.write_config({})

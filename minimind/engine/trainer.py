@@ -334,7 +334,9 @@ class Trainer:
             self.store.claim()
         store = self.store
         if resumed:
-            store.truncate_after(self.micro_step)
+            saved = self._resume_state or {}
+            saved_step = saved.get("global_step")  # in the saving session's step units
+            store.truncate_after(saved_step if isinstance(saved_step, int) else self.micro_step, saved.get("records"))
         self.weights_file = self._claim_weights_file(store)
         remove_stale_temp_files(store.checkpoints_dir)
         store.write_config({**self.config.to_dict(), "run": {
@@ -363,7 +365,7 @@ class Trainer:
         if self._resume_state is not None:
             saved_world = self._resume_state.get("world_size", 1)
             notes.append(f"resumed at step {self.micro_step}/{self.total_steps} from {self.resume_dir}"
-                         + (f" (saved with {saved_world} processes, continuing with {self.world.size}: the data "
+                         + (f" (saved with {_processes(saved_world)}, continuing with {self.world.size}: the data "
                             "position is kept in samples)" if saved_world != self.world.size else ""))
         run_dir = str(self.store.path) if self.store else ""
         self._emit(RunStarted(
@@ -708,6 +710,7 @@ class Trainer:
             "best_eval": self.best_eval,
             "config": self.config.to_dict(),
             "world_size": self.world.size,
+            "records": self.store.record_counts() if self.store else None,  # the history this state continues
             "minimind_version": __version__,
         }
 
@@ -724,6 +727,10 @@ class Trainer:
         iterator = getattr(self.loader, "_iterator", None)  # DataLoader keeps its worker iterator here
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
 
 
 def _crossed(interval: int, step: int, window: int) -> bool:

@@ -58,6 +58,7 @@ class RunStore(EventHandler):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._files: dict[Path, IO[str]] = {}
+        self._counts: dict[Path, int] = {}  # records in each JSONL file, as this writer left it
         self._status: dict = {}
         self._last_heartbeat = 0.0
         self.lock = OwnerLock(self.path / "owner.lock")
@@ -206,21 +207,48 @@ class RunStore(EventHandler):
             self._guarded(self.status_path, lambda: atomic_write_json(self.status_path, {**self._status,
                                                                                            "heartbeat": now}))
 
-    def truncate_after(self, global_step: int) -> None:
-        """Drop every step-stamped record past a resume point: what a process that died before
-        saving its resume state logged (steps, checkpoints, evaluations) never happened."""
+    def record_counts(self) -> dict[str, int]:
+        """How many records metrics.jsonl and events.jsonl hold now: saved with the resume state,
+        so a resume keeps exactly the history written before it, whatever its step numbers."""
+        return {"metrics": self._count(self.metrics_path), "events": self._count(self.events_path)}
+
+    def truncate_after(self, global_step: int, counts: Optional[dict] = None) -> None:
+        """Drop what was recorded after a resume point: what a process that died before saving its
+        next resume state logged (steps, checkpoints, evaluations) never happened.
+
+        With `counts` (record_counts() at the save) the first records are kept by position, so a
+        history in other step units (a resume with another process count) stays whole; after them,
+        only the saving session's late reports of steps up to the save (a background weights save)
+        stay. Without (a resume state of an older version), every record past the step goes."""
         self.close()  # later records go to the rewritten files, not the replaced ones
-        for path in (self.metrics_path, self.events_path):
-            if not path.is_file():
-                continue
-            kept = [r for r in read_jsonl(path) if not _step_of(r) > global_step]
-            self._rewrite(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+        for name, path in (("metrics", self.metrics_path), ("events", self.events_path)):
+            records = read_jsonl(path)
+            n = counts.get(name) if isinstance(counts, dict) else None
+            if isinstance(n, int) and 0 <= n <= len(records):
+                kept = records[:n]
+                if name == "events":
+                    for r in records[n:]:
+                        if r.get("event") == RunStarted.__name__:  # a later session, resumed from this save
+                            break
+                        if _step_of(r) <= global_step:
+                            kept.append(r)
+            else:
+                kept = [r for r in records if not _step_of(r) > global_step]
+            if path.is_file():
+                self._rewrite(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+            self._counts[path] = len(kept)
+
+    def _count(self, path: Path) -> int:
+        if path not in self._counts:
+            self._counts[path] = len(read_jsonl(path))
+        return self._counts[path]
 
     def _rewrite(self, path: Path, text: str) -> None:
         self._guarded(path, lambda: atomic_write_text(path, text))
 
     def _append(self, path: Path, record: dict) -> None:
         def write() -> None:
+            before = self._count(path)
             f = self._files.get(path)
             if f is None:
                 f = open(path, "a", encoding="utf-8")
@@ -229,6 +257,7 @@ class RunStore(EventHandler):
                 self._files[path] = f
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()
+            self._counts[path] = before + 1
 
         self._guarded(path, write)
 
