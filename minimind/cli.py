@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import os
 import signal
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def train(**values: Any) -> None:
         nproc = 1 if world.distributed else _requested_nproc(values, settings)
         if nproc > 1:
             # torchrun starts the processes; each of them runs this same command and finds WORLD_SIZE set.
-            raise typer.Exit(_launch_workers(torchrun_argv(nproc, _without_nproc(sys.argv[1:]))))
+            raise typer.Exit(_launch_workers(torchrun_argv(nproc, _without_nproc(sys.argv[1:])), nproc))
         resume = values.get("resume")
         if values.get("from_resume") and not resume:
             resume = _matching_resumable(build_config(values.get("config"), settings))
@@ -192,7 +193,7 @@ def _say(line: str) -> None:
         pass
 
 
-def _launch_workers(argv: list[str]) -> int:
+def _launch_workers(argv: list[str], nproc: int) -> int:
     """torchrun, with this command's signals passed to the training processes themselves.
 
     torchrun starts each worker in a session of its own, so a Ctrl-C in the terminal or a `kill` of
@@ -202,7 +203,11 @@ def _launch_workers(argv: list[str]) -> int:
     single process does; torchrun then ends as they do (0)."""
     import psutil
 
-    proc = subprocess.Popen(argv, start_new_session=True)
+    env = dict(os.environ)
+    # torchrun would set 1 thread per process, with a banner saying so; the cores shared out is faster
+    # on a CPU run and quiet. A value the user set is kept.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // nproc)))
+    proc = subprocess.Popen(argv, start_new_session=True, env=env)
 
     def forward(signum, _frame):
         try:

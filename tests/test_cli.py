@@ -35,6 +35,7 @@ def test_train_prints_the_seed_lines_and_records_the_run(tmp_path):
     assert any(l.startswith("device   cpu") for l in lines)
     assert any("12 docs, 3 steps/epoch x 1 epochs = 3 steps" in l for l in lines)
     assert (tmp_path / "out" / "minimind_pretrain_32.pth").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["minimind_pretrain_32.pth", "runs"]  # no lock left
     [store] = list_runs(tmp_path / "out")
     assert store.read_config()["train"]["batch_size"] == 4
 
@@ -112,6 +113,8 @@ def test_runs_list_and_show(tmp_path):
     assert "loss" in shown.output and "step" in shown.output  # the plotext curve's title and axis label
     missing = runner.invoke(app, ["runs", "show", "nope", "--save-dir", str(tmp_path / "out")])
     assert missing.exit_code == 2 and "not a run directory" in missing.output
+    again = runner.invoke(app, tiny_args(tmp_path, "--run-name", "first"))  # a taken name: a new folder, said
+    assert again.exit_code == 0 and "a run named first already exists: this one is first-2" in again.output
 
 
 def test_runs_show_says_what_a_run_ran_in_and_when_its_weights_were_saved_over(tmp_path):

@@ -220,6 +220,19 @@ def test_a_signal_to_the_launcher_stops_and_saves_every_rank(tmp_path, signum):
 
 
 @pytest.mark.slow
+def test_quiet_multi_process_run_prints_one_line_and_shares_the_cores(tmp_path):
+    """Without OMP_NUM_THREADS set, torchrun would print a banner and give each process one thread; the
+    launcher shares the cores out instead (a value the user set is kept, as the other tests show)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    args = train_args(tmp_path, "--batch_size", "2", "--nproc", "2", "--run-name", "q", "--quiet")
+    result = subprocess.run([sys.executable, "-m", "minimind", *args], capture_output=True, text=True, timeout=600,
+                            env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1].startswith("finished ") and len(result.stdout.splitlines()) == 1
+    assert "OMP_NUM_THREADS" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
 def test_the_app_launches_a_multi_process_run_and_steers_it(tmp_path):
     """nproc 2 in the form: a background torchrun job, watched and paused / resumed / stopped."""
     import asyncio

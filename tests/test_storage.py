@@ -134,6 +134,24 @@ def test_weights_lock_is_exclusive_and_taken_over_from_a_dead_owner(tmp_path):
     assert WeightsLock(weights).acquire()
 
 
+def test_weights_lock_file_goes_with_its_owner_and_a_waiter_locks_the_new_one(tmp_path):
+    import threading
+
+    weights = tmp_path / "w.pth"
+    first, waiter, third = WeightsLock(weights), WeightsLock(weights), WeightsLock(weights)
+    assert first.acquire()
+    got = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire(wait_s=5.0)))
+    thread.start()  # it opens the file the first owner holds and waits for it
+    time.sleep(0.3)
+    first.release()  # removes the file while the waiter holds a descriptor of it
+    thread.join()
+    assert got == [True]
+    assert (tmp_path / "w.pth.lock").is_file() and not third.acquire(wait_s=0.1)  # the waiter's lock is the one there
+    waiter.release()
+    assert not (tmp_path / "w.pth.lock").exists()
+
+
 # ---- run store -----------------------------------------------------------------------------------------
 
 def test_create_never_reuses_a_directory(tmp_path):
@@ -210,6 +228,22 @@ def test_a_resume_keeps_the_history_before_its_save_whatever_the_step_units(tmp_
     assert [m["global_step"] for m in store.read_metrics()] == [1, 2, 3, 4, 5, 6, 7, 8, 5, 6]
     assert [e["event"] for e in store.read_events()].count("RunStarted") == 2
     assert store.record_counts() == {"metrics": 10, "events": 5}
+
+
+def test_a_resumed_runs_duration_adds_its_sessions_and_it_started_at_the_first(tmp_path):
+    from dataclasses import replace
+
+    store = RunStore.create(tmp_path, "r")
+    store.write_config({})
+    at = lambda event, t: replace(event, time=t)
+    store(at(started(), 1000.0))
+    store(at(step(1), 1010.0))
+    store(at(RunEnded(RunState.STOPPED, 1, 8, str(store.path), resumable=True), 1030.0))
+    store(at(started(start_step=1), 5000.0))  # resumed an hour later
+    store(at(step(2), 5050.0))
+    store(at(RunEnded(RunState.FINISHED, 2, 8, str(store.path)), 5060.0))
+    summary = RunSummary.of(store)
+    assert summary.started == 1000.0 and summary.duration == 90.0  # 30 s + 60 s, not the hour between
 
 
 def test_a_live_state_whose_process_is_gone_is_lost(tmp_path):

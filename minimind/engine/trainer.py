@@ -332,6 +332,8 @@ class Trainer:
         if self.store is None:
             self.store = RunStore.create(train.save_dir, train.run_name)
             self.store.claim()
+            if train.run_name and self.store.run_id != train.run_name:  # never reuses a folder: say so
+                self.notes.append(f"a run named {train.run_name} already exists: this one is {self.store.run_id}")
         store = self.store
         if resumed:
             saved = self._resume_state or {}

@@ -209,7 +209,10 @@ class WeightsLock(OwnerLock):
 
     A run that finds the file owned by another live process saves its weights inside its own run
     directory instead, so two runs on the same save_dir never overwrite each other's weights. The
-    lock dies with its owner (kill -9 included)."""
+    lock dies with its owner (kill -9 included); its file goes at a clean end, so a save_dir holds
+    MiniMind's files and no leftovers of ours."""
+
+    remove_on_release = True
 
     def __init__(self, weights: Path):
         super().__init__(weights.with_name(weights.name + ".lock"))

@@ -20,6 +20,8 @@ ACQUIRE_S = 2.0  # how long to retry while another process probes the lock
 
 
 class OwnerLock:
+    remove_on_release = False  # a run's owner.lock stays; a lock beside a user's files goes with its owner
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._fd: Optional[int] = None
@@ -32,25 +34,41 @@ class OwnerLock:
         """Take the lock (True), or find it held by a live process (False)."""
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + wait_s
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        os.close(fd)
+                        return False
+                    time.sleep(0.05)
+            if self._still_at_path(fd):
                 break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.05)
+            os.close(fd)  # its owner removed it on release while we waited: lock the file there now
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
         return True
 
+    def _still_at_path(self, fd: int) -> bool:
+        try:
+            here, there = os.fstat(fd), os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
     def release(self) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
+            if self.remove_on_release:  # while still locked: a waiter then finds its file gone and retries
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -372,6 +372,18 @@ class RunStore(EventHandler):
         return [m for m in read_jsonl(self.metrics_path)
                 if isinstance(m.get("global_step"), int) and _number(m.get("loss")) is not None]
 
+    def first_started(self) -> Optional[float]:
+        """When the run first started (a resume does not move it): the first record of events.jsonl,
+        read alone, or status.json's start of the latest session."""
+        try:
+            with open(self.events_path, "rb") as f:
+                first = json.loads(f.readline())
+            if isinstance(first, dict) and first.get("event") == RunStarted.__name__:
+                return _number(first.get("time"))
+        except (OSError, ValueError):
+            pass
+        return _number(self.read_status().get("started"))
+
     def read_events(self) -> list[dict]:
         return [e for e in read_jsonl(self.events_path) if isinstance(e.get("event"), str)]
 
@@ -457,7 +469,8 @@ class RunSummary:
                  if r.get("event") == "EvalDone" and isinstance(r.get("global_step"), int)
                  and _number(r.get("eval_loss")) is not None]
         finite_evals = [loss for _, loss in evals if math.isfinite(loss)]
-        started, end = _number(status.get("started")), _number(status.get("ended")) or _number(status.get("heartbeat"))
+        last_start, end = _number(status.get("started")), _number(status.get("ended")) or _number(status.get("heartbeat"))
+        started = (_number(starts[0].get("time")) if starts else None) or last_start
         saves = {k: v for k, v in status.get("checkpoints", {}).items()
                  if isinstance(v, dict) and isinstance(v.get("path"), str)}
         checkpoints = {k: v["path"] for k, v in saves.items()}
@@ -469,10 +482,24 @@ class RunSummary:
             total_steps=status.get("total_steps", 0),
             last_loss=losses[-1] if losses else None, best_loss=min(finite) if finite else None,
             best_eval=min(finite_evals) if finite_evals else None, evals=evals,
-            started=started, duration=(end - started) if started and end else None,
+            started=started, duration=_sessions_seconds(starts, events + metrics, end) if starts else
+            (end - last_start) if last_start and end else None,
             checkpoints=checkpoints, resumable=store.resume_path.is_file(), problem=problem,
             checkpoint_problems=checkpoint_problems, ran_on=ran_on,
         )
+
+
+def _sessions_seconds(starts: list[dict], records: list[dict], end: Optional[float]) -> Optional[float]:
+    """Wall time of every session of a run (a resume starts one), not of the last alone: each from its
+    RunStarted to its last record, the last one to its end (or its last heartbeat)."""
+    times = sorted(t for r in records if (t := _number(r.get("time"))) is not None)
+    begins = [t for r in starts if (t := _number(r.get("time"))) is not None]
+    total = 0.0
+    for begin, next_begin in zip(begins, begins[1:] + [math.inf]):
+        inside = [t for t in times if begin <= t < next_begin]
+        last = end if next_begin == math.inf and end is not None else max(inside, default=begin)
+        total += max(last - begin, 0.0)
+    return total if begins else None
 
 
 CHANGE_NOTES = {"gone": "no longer there", "overwritten": "overwritten since by another run saving under the same name"}
@@ -509,10 +536,7 @@ def list_runs(save_dir: str | os.PathLike) -> list[RunStore]:
         return []
     stores = [RunStore(p) for p in runs.iterdir() if (p / "config.json").is_file()]
 
-    def started(store: RunStore) -> float:
-        return _number(store.read_status().get("started")) or store.config_path.stat().st_mtime
-
-    return sorted(stores, key=lambda s: (started(s), s.run_id))
+    return sorted(stores, key=lambda s: (s.first_started() or s.config_path.stat().st_mtime, s.run_id))
 
 
 def find_resumable(save_dir: str | os.PathLike,
