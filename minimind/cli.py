@@ -72,7 +72,6 @@ def train(**values: Any) -> None:
     from .engine.control import RunControl
     from .engine.distributed import current_world, torchrun_argv
     from .engine.trainer import Trainer
-    from .storage.run_store import find_resumable
 
     settings = given_settings(values)
     world = current_world()
@@ -90,15 +89,7 @@ def train(**values: Any) -> None:
         if resume:
             if values.get("config"):
                 fail("--config and --resume do not mix: a resumed run keeps its own config")
-            if resume == "auto":
-                save_dir = settings.get("save_dir", RunConfig().train.save_dir)
-                found = find_resumable(save_dir)
-                if found is None:
-                    fail(f"no unfinished run with a resume state under {save_dir}/runs: start a new run, "
-                         "or pass --save_dir where it was saved")
-                resume = str(found.path)
-            else:  # a run directory, or a run id under save_dir/runs as the control commands take it
-                resume = str(resolve_run(resume, settings.get("save_dir", RunConfig().train.save_dir)).path)
+            resume = str(_resume_dir(resume, settings).path)
             trainer = Trainer(control=RunControl(), resume=resume, overrides=settings,
                               allow_changed_data=values.get("allow_changed_data", False))
         else:
@@ -147,11 +138,32 @@ def _without_nproc(args: list[str]) -> list[str]:
 
 
 def _requested_nproc(values: dict, settings: dict) -> int:
+    """--nproc if given; else what the config file says, or, for a resume, as many processes per
+    machine as the run last trained with."""
     if "nproc" in settings:
         return settings["nproc"]
-    if values.get("config") and not values.get("resume"):
+    if values.get("resume") and not values.get("config"):
+        recorded = _resume_dir(values["resume"], settings).read_config().get("train", {})
+        nproc = recorded.get("nproc", 1) if isinstance(recorded, dict) else 1
+        return nproc if isinstance(nproc, int) and nproc >= 1 else 1
+    if values.get("config"):
         return RunConfig.load(values["config"]).train.nproc
     return 1
+
+
+def _resume_dir(resume: str, settings: dict):
+    """The run a --resume names: a run directory, a run id under save_dir/runs, or "auto" (the newest
+    unfinished run with a resume state)."""
+    from .storage.run_store import find_resumable
+
+    save_dir = settings.get("save_dir", RunConfig().train.save_dir)
+    if resume == "auto":
+        found = find_resumable(save_dir)
+        if found is None:
+            fail(f"no unfinished run with a resume state under {save_dir}/runs: start a new run, "
+                 "or pass --save_dir where it was saved")
+        return found
+    return resolve_run(resume, save_dir)
 
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -206,7 +218,8 @@ def _launch_workers(argv: list[str], nproc: int) -> int:
     env = dict(os.environ)
     # torchrun would set 1 thread per process, with a banner saying so; the cores shared out is faster
     # on a CPU run and quiet. A value the user set is kept.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // nproc)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # macOS
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))
     proc = subprocess.Popen(argv, start_new_session=True, env=env)
 
     def forward(signum, _frame):

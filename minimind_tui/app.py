@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -268,6 +269,7 @@ class MiniMindApp(App):
 
     def _begin(self, session: Session) -> None:
         self.session = session
+        self._events.news_since = time.time()
         self._run_error.update("")
         self._train_view.reset()
         self._set_state(RunState.STARTING, run_id="", details="")
@@ -531,6 +533,12 @@ class _EventRouter(EventHandler):
 
     def __init__(self, app: MiniMindApp) -> None:
         self.app = app
+        self.news_since = 0.0  # when the app began following this run: older events are history
+
+    def _news(self, event: Event) -> bool:
+        """Toasts are for what happens while the user watches: a followed run's history (old pauses,
+        alerts, a failed earlier session) is replayed into the views, not announced again."""
+        return event.time >= self.news_since
 
     def on_run_started(self, event: RunStarted) -> None:
         app = self.app
@@ -543,16 +551,17 @@ class _EventRouter(EventHandler):
 
     def on_state_changed(self, event: StateChanged) -> None:
         self.app._set_state(event.state)
-        if event.state == RunState.PAUSED and event.reason:
+        if event.state == RunState.PAUSED and event.reason and self._news(event):
             self.app.notify(f"paused: {event.reason}", timeout=3)
 
     def on_run_ended(self, event: RunEnded) -> None:
         self.app._set_state(event.status)
-        if event.status == RunState.FAILED:
+        if event.status == RunState.FAILED and self._news(event):
             self.app.notify(f"run failed: {event.error}", severity="error", timeout=10)
 
     def on_alert(self, event: Alert) -> None:
-        self.app.notify(event.message, severity="error" if event.level == "error" else "warning", timeout=10)
+        if self._news(event):
+            self.app.notify(event.message, severity="error" if event.level == "error" else "warning", timeout=10)
 
     def on_step_logged(self, event: StepLogged) -> None:
         if self.app.state == RunState.STARTING:

@@ -159,12 +159,16 @@ def test_resume_with_another_world_size_keeps_the_data_position_in_samples(tmp_p
     state = load_resume_state(store.resume_path)
     assert state["world_size"] == 2 and state["samples"] == state["global_step"] * 2 * 2
     done_tokens = sum(m["tokens"] for m in store.read_metrics())
+    assert json.loads((store.path / "config.json").read_text())["train"]["nproc"] == 2  # as it ran
     store.send("stop")  # waiting when the next session starts: it stops and saves after one step
-    out = run(["train", "--resume", str(store.path)])  # one process now
+    out = run(["train", "--resume", str(store.path), "--nproc", "1"])  # one process now
     assert "saved with 2 processes, continuing with 1" in out.stdout
     one_process_step = store.read_metrics()[-1]["global_step"]
-    out = run(["train", "--resume", str(store.path), "--nproc", "2"])  # two again, to the end
+    store.send("stop")
+    out = run(["train", "--resume", str(store.path), "--nproc", "2"])  # two again, for one step
     assert "saved with 1 process, continuing with 2" in out.stdout
+    out = run(["train", "--resume", str(store.path)])  # to the end, with the process count it last ran with
+    assert "world size 2" in out.stdout and "finished" in out.stdout
     steps = [m["global_step"] for m in store.read_metrics()]
     # the one-process step is numbered above where the two-process session resumed, and still kept
     assert one_process_step in steps and steps[steps.index(one_process_step) + 1] < one_process_step

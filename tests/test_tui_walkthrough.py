@@ -244,3 +244,23 @@ def test_sample_text_streams_and_a_run_gone_since_says_so(tmp_path):
             assert str(output.render()).startswith("✗ "), str(output.render())
 
     asyncio.run(scenario())
+
+
+def test_following_a_run_replays_its_history_without_announcing_it_again(tmp_path):
+    """Attaching to (or resuming from the Runs tab) a run with old pauses, alerts and a failed session:
+    the views show them, the toasts are only for what happens while the user watches."""
+    from minimind.events import RunState
+
+    ended = Trainer(tiny_config(tmp_path, epochs=1, run_name="nan", learning_rate=1e8, grad_clip=0.0,
+                                on_nan="stop")).run()
+    history = RunStore(Path(ended.run_dir)).read_events()
+    assert ended.status == RunState.FAILED and any(e["event"] == "Alert" for e in history)
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), attach=Path(ended.run_dir))
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            assert await wait_for(pilot, lambda: app.state == RunState.FAILED, 30)  # the history, replayed
+            await pilot.pause(0.3)
+            assert not [n for n in notes(app) if "non-finite" in n or "run failed" in n], notes(app)
+
+    asyncio.run(scenario())

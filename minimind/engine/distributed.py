@@ -21,6 +21,7 @@ class World:
     rank: int = 0
     local_rank: int = 0
     size: int = 1
+    local_size: int = 1  # processes on this machine: what --nproc asked for
 
     @property
     def is_main(self) -> bool:
@@ -36,7 +37,8 @@ def current_world() -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
-    return World(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", "0")), size=size)
+    return World(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", "0")), size=size,
+                 local_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(size))))
 
 
 def init(world: World, device: torch.device) -> None:

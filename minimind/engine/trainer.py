@@ -164,6 +164,8 @@ class Trainer:
             resume_state = self._load_resume_state(self.resume_dir, overrides or {}) if self.resume_dir else None
             if resume_state is None:
                 self.config = with_absolute_paths(config or RunConfig())
+            if self.config.train.nproc != self.world.local_size:  # recorded as run, so a resume relaunches the same
+                self.config = self.config.replace(nproc=self.world.local_size)
             self.family, self.stage = self.config.family, self.config.stage
             check_tracker(effective_tracker(self.config.train))
             self._resume_state = resume_state
