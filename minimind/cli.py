@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Optional
@@ -98,6 +99,10 @@ def train(**values: Any) -> None:
         print(e)
         raise typer.Exit(0) from None
     except MiniMindError as e:
+        if world.local_rank != 0:
+            # Every process of a machine meets the same setup error: local rank 0 says it and exits, and
+            # torchrun then ends this one before it repeats it. An error of this process alone still shows.
+            time.sleep(SETUP_ERROR_DEFER_S)
         fail(str(e))
     if world.is_main:  # rank 0 alone prints
         trainer.observers.append(ConsolePrinter(verbosity=verbosity,
@@ -166,6 +171,7 @@ def _resume_dir(resume: str, settings: dict):
     return resolve_run(resume, save_dir)
 
 
+SETUP_ERROR_DEFER_S = 3.0
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -332,7 +338,7 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
               height: int = typer.Option(16, help="plot height in lines")) -> None:
     """One run: settings, status, checkpoints and its loss curve."""
     from .formatting import format_duration, format_loss
-    from .storage.run_store import RunSummary
+    from .storage.run_store import RunSummary, loss_curve
 
     try:
         store = resolve_run(run, save_dir)
@@ -355,9 +361,9 @@ def runs_show(run: str = typer.Argument(..., help="run directory or run id"), sa
     if s.evals:
         typer.echo(f"eval       last {format_loss(s.evals[-1][1])}   best {format_loss(s.best_eval)}   "
                    f"({len(s.evals)} evaluations)")
-    metrics = store.read_metrics()
-    if len(metrics) >= 2:
-        typer.echo(loss_plot([x["global_step"] for x in metrics], [x["loss"] for x in metrics], s.evals, width, height))
+    curve = loss_curve(store)
+    if len(curve.steps) >= 2:
+        typer.echo(loss_plot(curve.steps, curve.losses, curve.evals, width, height))
 
 
 @runs_app.command("export")
@@ -377,7 +383,7 @@ def runs_export(run: str = typer.Argument(..., help="run directory or run id"), 
     typer.echo(f"wrote {len(store.read_metrics())} steps to {log_dir}: tensorboard --logdir {log_dir}")
 
 
-def loss_plot(steps: list, losses: list, evals: list[tuple[int, float]], width: int, height: int) -> str:
+def loss_plot(steps: list, losses: list, evals: list[tuple[float, float]], width: int, height: int) -> str:
     import plotext as plt  # only `runs show` draws
 
     plt.clear_figure()

@@ -2,6 +2,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,6 +130,16 @@ def test_runs_show_says_what_a_run_ran_in_and_when_its_weights_were_saved_over(t
     weights = tmp_path / "out" / "minimind_pretrain_32.pth"
     assert f"checkpoint weights: {weights} (overwritten since by another run saving under the same name)" in first
     assert f"checkpoint weights: {weights}\n" in second
+    # killed (kill -9) while a weights save was in flight: the file landed, its record did not
+    status = tmp_path / "out" / "runs" / "second" / "status.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    status.write_text(json.dumps({**json.loads(status.read_text()), "state": "running", "pid": int(dead.stdout),
+                                  "host": socket.gethostname(), "heartbeat": time.time()}))
+    newer = weights.with_name("newer.pth")
+    newer.write_bytes(weights.read_bytes() + b"\0")
+    os.replace(newer, weights)
+    assert "state      lost" in show("second")
+    assert f"checkpoint weights: {weights} (changed since its last record: a save still in flight" in show("second")
     weights.unlink()
     assert f"checkpoint weights: {weights} (no longer there)" in show("second")
 

@@ -14,7 +14,7 @@ import torch
 from minimind.data import EpochSampler
 from minimind.families.classic import CLASSIC
 from minimind.storage.checkpoint import load_resume_state
-from minimind.storage.run_store import RunStore
+from minimind.storage.run_store import RunStore, loss_curve
 from tests.helpers import tiny_corpus, tiny_flags
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
@@ -172,6 +172,8 @@ def test_resume_with_another_world_size_keeps_the_data_position_in_samples(tmp_p
     steps = [m["global_step"] for m in store.read_metrics()]
     # the one-process step is numbered above where the two-process session resumed, and still kept
     assert one_process_step in steps and steps[steps.index(one_process_step) + 1] < one_process_step
+    curve = loss_curve(store).steps  # drawn on one axis: the last session's steps
+    assert curve == sorted(curve) and curve[-1] == steps[-1]
     total_tokens = sum(m["tokens"] for m in store.read_metrics())
     rows = json.loads((store.path / "config.json").read_text())
     # every packed row of the epoch was trained on exactly once across the two phases
@@ -190,7 +192,7 @@ def test_sigint_to_one_rank_stops_every_rank_without_hanging(tmp_path):
     store = RunStore(tmp_path / "out" / "runs" / "sig")
     read_until(proc, "Epoch:[1/500](3/")
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "minimind" in " ".join(p.cmdline())
-               and "torch.distributed.run" not in " ".join(p.cmdline())]
+               and "minimind.engine.launcher" not in " ".join(p.cmdline())]
     assert len(workers) == 2
     non_main = [w for w in workers if "RANK=1" in " ".join(f"{k}={v}" for k, v in w.environ().items() if k == "RANK")]
     (non_main or workers)[-1].send_signal(signal.SIGINT)  # one rank only
@@ -212,7 +214,7 @@ def test_a_signal_to_the_launcher_stops_and_saves_every_rank(tmp_path, signum):
     store = RunStore(tmp_path / "out" / "runs" / "sig")
     read_until(proc, "Epoch:[1/500](3/")
     everyone = psutil.Process(proc.pid).children(recursive=True)
-    assert any("torch.distributed.run" in " ".join(p.cmdline()) for p in everyone)
+    assert any("minimind.engine.launcher" in " ".join(p.cmdline()) for p in everyone)
     proc.send_signal(signum)  # to the launcher alone, as `kill PID` does (Ctrl-C reaches its group only)
     output, _ = communicate_or_kill(proc)
     assert proc.returncode == 0, output[-2000:]
@@ -234,6 +236,29 @@ def test_quiet_multi_process_run_prints_one_line_and_shares_the_cores(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stdout.splitlines()[-1].startswith("finished ") and len(result.stdout.splitlines()) == 1
     assert "OMP_NUM_THREADS" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_failed_multi_process_run_ends_with_one_line_and_its_own_exit_code(tmp_path):
+    """Bad input: the single-process line once (not once per rank) and exit 2. A rank killed outright: one
+    line saying so, exit 1. Never torchrun's traceback."""
+    import psutil
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    bad = subprocess.run([sys.executable, "-m", "minimind", *train_args(tmp_path, "--nproc", "2", "--data_path",
+                                                                         str(tmp_path / "none.jsonl"))],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 2 and bad.stderr.splitlines() == [bad.stderr.strip()], bad.stderr[-3000:]
+    assert bad.stderr.startswith("error: data file") and "does not exist" in bad.stderr
+
+    proc = start_ddp(tmp_path, "killed", 500)
+    read_until(proc, "Epoch:[1/500](3/")
+    store = RunStore(tmp_path / "out" / "runs" / "killed")
+    psutil.Process(store.read_status()["pid"]).kill()  # rank 0, as `kill -9` does
+    output, _ = communicate_or_kill(proc)
+    assert proc.returncode == 1, output[-3000:]
+    assert "error: training process rank 0 was killed (SIGKILL)" in output
+    assert "Traceback" not in output and "ChildFailedError" not in output, output[-3000:]
 
 
 @pytest.mark.slow

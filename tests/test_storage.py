@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from minimind.storage.checkpoint import (
     save_resume_state,
     set_rng_state,
 )
+from minimind.storage.locks import OwnerLock
 from minimind.storage.run_store import RunStore, RunSummary, find_resumable, list_runs
 from tests.helpers import TINY_MODEL, tiny_config
 
@@ -152,6 +154,32 @@ def test_weights_lock_file_goes_with_its_owner_and_a_waiter_locks_the_new_one(tm
     assert not (tmp_path / "w.pth.lock").exists()
 
 
+def test_a_killed_owners_lock_is_free_though_its_forked_worker_lives_on(tmp_path):
+    """A DataLoader worker is a fork of the training process: its copy of the lock's descriptor kept a
+    kill -9'ed run looking live until the worker noticed. Forked children drop their copies."""
+    import psutil
+
+    script = (f"import os, sys, time\nsys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+              "from minimind.storage.locks import OwnerLock\n"
+              f"lock = OwnerLock({str(tmp_path / 'owner.lock')!r})\nassert lock.acquire()\n"
+              "if os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\n"
+              "print('ready', flush=True)\ntime.sleep(60)\n")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers: list = []
+    try:
+        assert owner.stdout.readline().strip() == "ready"
+        workers = psutil.Process(owner.pid).children()
+        probe = OwnerLock(tmp_path / "owner.lock")
+        assert len(workers) == 1 and probe.held_elsewhere()
+        owner.kill()
+        owner.wait()
+        assert workers[0].is_running() and not probe.held_elsewhere()
+    finally:
+        owner.kill()
+        for worker in workers:
+            worker.kill()
+
+
 # ---- run store -----------------------------------------------------------------------------------------
 
 def test_create_never_reuses_a_directory(tmp_path):
@@ -228,6 +256,31 @@ def test_a_resume_keeps_the_history_before_its_save_whatever_the_step_units(tmp_
     assert [m["global_step"] for m in store.read_metrics()] == [1, 2, 3, 4, 5, 6, 7, 8, 5, 6]
     assert [e["event"] for e in store.read_events()].count("RunStarted") == 2
     assert store.record_counts() == {"metrics": 10, "events": 5}
+
+
+def test_the_loss_curve_puts_sessions_of_other_process_counts_on_the_last_ones_step_axis(tmp_path):
+    from dataclasses import replace
+
+    from minimind.events import EvalDone
+    from minimind.storage.run_store import loss_curve
+
+    store = RunStore.create(tmp_path, "r")
+    store(started(total_steps=8))  # one process: 8 steps
+    for i in (1, 2, 3, 4):
+        store(step(i))
+    store(EvalDone(global_step=4, optimizer_step=4, eval_loss=5.0, eval_ppl=148.4, eval_tokens=10, eval_docs=1, best=True))
+    store(started(total_steps=4, start_step=2))  # resumed with two: the same position is step 2 of 4
+    for i in (3, 4):
+        store(replace(step(i), total_steps=4))
+    store(EvalDone(global_step=4, optimizer_step=4, eval_loss=4.0, eval_ppl=54.6, eval_tokens=10, eval_docs=1, best=True))
+    curve = loss_curve(store)
+    assert curve.steps == [0.5, 1.0, 1.5, 2.0, 3.0, 4.0] and curve.evals == [(2.0, 5.0), (4.0, 4.0)]
+    assert curve.losses == [8.0, 7.0, 6.0, 5.0, 6.0, 5.0]
+    one = RunStore.create(tmp_path, "one")
+    one(started())
+    for i in (1, 2):
+        one(step(i))
+    assert loss_curve(one).steps == [1.0, 2.0]  # one process count: as recorded
 
 
 def test_a_resumed_runs_duration_adds_its_sessions_and_it_started_at_the_first(tmp_path):

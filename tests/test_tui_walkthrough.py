@@ -264,3 +264,26 @@ def test_following_a_run_replays_its_history_without_announcing_it_again(tmp_pat
             assert not [n for n in notes(app) if "non-finite" in n or "run failed" in n], notes(app)
 
     asyncio.run(scenario())
+
+
+def test_the_live_curve_moves_onto_a_resumed_sessions_step_axis(tmp_path):
+    """Followed across a resume with twice the processes (steps halve), the curve does not jump back."""
+    from dataclasses import replace
+
+    from minimind_tui.widgets.loss_curve import LossCurve
+    from tests.test_tui import step
+
+    session = ScriptedSession()
+
+    async def scenario():
+        app = make_app(tiny_config(tmp_path), session_factory=Factory(session), launch="thread")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("s")
+            session.push(started(total=20), *[step(i) for i in (1, 2, 3, 4)])
+            session.push(replace(started(total=10), start_step=2), *[replace(step(i), total_steps=10) for i in (3, 4)])
+            curve = app.query_one("#curve", LossCurve)
+            assert await wait_for(pilot, lambda: "loss" in curve.series and len(curve.series["loss"].steps) == 6)
+            assert curve.series["loss"].steps == [0.5, 1.0, 1.5, 2.0, 3, 4]
+            session.push(None)  # the session ends
+
+    asyncio.run(scenario())

@@ -68,6 +68,7 @@ def sum_values(values: list[float], device: torch.device) -> list[float]:
 
 
 def torchrun_argv(nproc: int, args: list[str]) -> list[str]:
-    """`python -m torch.distributed.run --standalone --nproc_per_node N -m minimind <args>`."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    """torchrun (`--standalone --nproc_per_node N -m minimind <args>`) through launcher.py, which ends a
+    failed job with one line and the failing process's exit code."""
+    return [sys.executable, "-m", "minimind.engine.launcher", "--standalone", f"--nproc_per_node={nproc}",
             "-m", "minimind", *args]

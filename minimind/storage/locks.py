@@ -13,10 +13,29 @@ import fcntl
 import os
 import socket
 import time
+import weakref
 from pathlib import Path
 from typing import Optional
 
 ACQUIRE_S = 2.0  # how long to retry while another process probes the lock
+_HELD: "weakref.WeakSet[OwnerLock]" = weakref.WeakSet()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker): close its copies of the parent's lock descriptors. An
+    flock belongs to the open file, so a child holding a copy kept a killed parent's run "live" until
+    the child noticed and exited; closing (never unlocking: that would free the parent's lock) ends that."""
+    for lock in list(_HELD):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 class OwnerLock:
@@ -52,6 +71,7 @@ class OwnerLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
+        _HELD.add(self)
         return True
 
     def _still_at_path(self, fd: int) -> bool:
@@ -72,6 +92,7 @@ class OwnerLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            _HELD.discard(self)
 
     def __del__(self) -> None:  # an owner dropped without release() (a Trainer built but never run)
         fd = getattr(self, "_fd", None)

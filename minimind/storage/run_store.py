@@ -474,10 +474,13 @@ class RunSummary:
         saves = {k: v for k, v in status.get("checkpoints", {}).items()
                  if isinstance(v, dict) and isinstance(v.get("path"), str)}
         checkpoints = {k: v["path"] for k, v in saves.items()}
-        checkpoint_problems = {k: CHANGE_NOTES[change] for k, v in saves.items() if (change := checkpoint_change(v))}
+        state = RunState.DAMAGED if problem else store.state()
+        lost = state == RunState.LOST  # killed: its last save may have landed after its last record
+        checkpoint_problems = {k: CHANGE_NOTES["changed" if lost and change == "overwritten" else change]
+                               for k, v in saves.items() if (change := checkpoint_change(v))}
         return cls(
             run_id=store.run_id, path=store.path, arch=str(train.get("arch", "classic")),
-            stage=str(train.get("stage", "pretrain")), state=RunState.DAMAGED if problem else store.state(),
+            stage=str(train.get("stage", "pretrain")), state=state,
             global_step=status.get("global_step", metrics[-1]["global_step"] if metrics else 0),
             total_steps=status.get("total_steps", 0),
             last_loss=losses[-1] if losses else None, best_loss=min(finite) if finite else None,
@@ -487,6 +490,41 @@ class RunSummary:
             checkpoints=checkpoints, resumable=store.resume_path.is_file(), problem=problem,
             checkpoint_problems=checkpoint_problems, ran_on=ran_on,
         )
+
+
+@dataclass
+class LossCurvePoints:
+    steps: list[float]  # x of every logged step, in the step units of the run's last session
+    losses: list[float]
+    evals: list[tuple[float, float]]  # (x, eval loss)
+
+
+def loss_curve(store: RunStore) -> LossCurvePoints:
+    """A run's loss and evaluations on one step axis. A resume with another process count renumbers the
+    steps (the same data position is a step number M/N times as large), so each session's steps are
+    scaled to the last session's units by the ratio of the sessions' total steps; drawn raw, the curve
+    would jump back and forth at every such resume. A run of one process count is drawn as recorded."""
+    metrics, events = store.read_metrics(), store.read_events()
+    last_total = _positive(metrics[-1].get("total_steps")) if metrics else None
+    starts = [_positive(r.get("total_steps")) for r in events if r.get("event") == RunStarted.__name__]
+    last_total = last_total or next((t for t in reversed(starts) if t), None)
+
+    def scaled(step: int, total: Optional[float]) -> float:
+        return step * last_total / total if last_total and total and total != last_total else float(step)
+
+    steps = [scaled(m["global_step"], _positive(m.get("total_steps"))) for m in metrics]
+    evals, total = [], None
+    for r in events:
+        if r.get("event") == RunStarted.__name__:
+            total = _positive(r.get("total_steps"))
+        elif r.get("event") == "EvalDone" and isinstance(r.get("global_step"), int) and _number(r.get("eval_loss")) is not None:
+            evals.append((scaled(r["global_step"], total), float(r["eval_loss"])))
+    return LossCurvePoints(steps, [float(m["loss"]) for m in metrics], evals)
+
+
+def _positive(value: Any) -> Optional[float]:
+    number = _number(value)
+    return number if number is not None and number > 0 else None
 
 
 def _sessions_seconds(starts: list[dict], records: list[dict], end: Optional[float]) -> Optional[float]:
@@ -502,7 +540,9 @@ def _sessions_seconds(starts: list[dict], records: list[dict], end: Optional[flo
     return total if begins else None
 
 
-CHANGE_NOTES = {"gone": "no longer there", "overwritten": "overwritten since by another run saving under the same name"}
+CHANGE_NOTES = {"gone": "no longer there", "overwritten": "overwritten since by another run saving under the same name",
+                "changed": "changed since its last record: a save still in flight when the run was killed, or "
+                           "another run saving under the same name"}
 
 
 def checkpoint_change(saved: dict) -> Optional[str]:

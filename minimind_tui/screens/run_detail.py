@@ -17,7 +17,7 @@ from minimind.config import RunConfig
 from minimind.errors import MiniMindError
 from minimind.events import RunState
 from minimind.formatting import format_duration, format_loss
-from minimind.storage.run_store import RunStore, RunSummary, list_runs
+from minimind.storage.run_store import RunStore, RunSummary, list_runs, loss_curve
 
 from ..widgets.key_bar import KeyBar
 from ..widgets.loss_curve import LossCurve
@@ -98,13 +98,15 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
         yield KeyBar()
 
     def on_mount(self) -> None:
-        curve = self.query_one("#detail-curve", LossCurve)
-        metrics = self.store.read_metrics()
-        curve.set_series(self.store.run_id, [m["global_step"] for m in metrics], [m["loss"] for m in metrics])
-        if self.summary.evals:
-            curve.set_evals(self.store.run_id, self.summary.evals)
+        self._draw(self.store)
         self.query_one("#back", Button).focus()  # Enter = the safe choice
         self._show_checkpoints()
+
+    def _draw(self, store: RunStore) -> None:
+        curve, points = self.query_one("#detail-curve", LossCurve), loss_curve(store)
+        curve.set_series(store.run_id, points.steps, points.losses)
+        if points.evals:
+            curve.set_evals(store.run_id, points.evals)
 
     def on_resize(self) -> None:
         self._show_checkpoints()
@@ -121,12 +123,7 @@ class RunDetailScreen(ModalScreen[tuple[str, Path] | None]):
         for name in [n for n in curve.series if n != self.store.run_id]:
             curve.remove_series(name)
         if event.value is not Select.NULL:
-            other = RunStore(Path(str(event.value)))
-            metrics = other.read_metrics()
-            curve.set_series(other.run_id, [m["global_step"] for m in metrics], [m["loss"] for m in metrics])
-            other_evals = RunSummary.of(other).evals
-            if other_evals:
-                curve.set_evals(other.run_id, other_evals)
+            self._draw(RunStore(Path(str(event.value))))
         curve.bring_to_front(self.store.run_id)  # this run's curve over the overlay
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -44,12 +44,12 @@ class Series:
     picks points instead of recomputing over a history that grows to hundreds of thousands of steps."""
 
     def __init__(self) -> None:
-        self.steps: list[int] = []
+        self.steps: list[float] = []
         self.values: dict[bool, list[float]] = {False: [], True: []}  # keyed by log scale
         self.smoothed: dict[bool, list[float]] = {False: [], True: []}
         self._ema = {False: _Ema(), True: _Ema()}
 
-    def add(self, step: int, loss: float) -> None:
+    def add(self, step: float, loss: float) -> None:
         if not math.isfinite(loss):  # a NaN/inf step is reported elsewhere; it cannot be drawn
             return
         self.steps.append(step)
@@ -62,10 +62,10 @@ class Points:
     """Sparse finite points (held-out evaluations), kept in both scales; no smoothing."""
 
     def __init__(self) -> None:
-        self.steps: list[int] = []
+        self.steps: list[float] = []
         self.values: dict[bool, list[float]] = {False: [], True: []}
 
-    def add(self, step: int, loss: float) -> None:
+    def add(self, step: float, loss: float) -> None:
         if not math.isfinite(loss):
             return
         self.steps.append(step)
@@ -112,7 +112,7 @@ class LossCurve(PlotextPlot):
         self.series.setdefault(name, Series()).add(step, loss)
         self._dirty = True
 
-    def set_series(self, name: str, steps: list[int], losses: list[float]) -> None:
+    def set_series(self, name: str, steps: list[float], losses: list[float]) -> None:
         series = self.series[name] = Series()
         for step, loss in zip(steps, losses):
             series.add(step, loss)
@@ -122,10 +122,18 @@ class LossCurve(PlotextPlot):
         self.evals.setdefault(name, Points()).add(step, loss)
         self._dirty = True
 
-    def set_evals(self, name: str, points: list[tuple[int, float]]) -> None:
+    def set_evals(self, name: str, points: list[tuple[float, float]]) -> None:
         evals = self.evals[name] = Points()
         for step, loss in points:
             evals.add(step, loss)
+        self._dirty = True
+
+    def rescale_steps(self, factor: float) -> None:
+        """Every point's step times `factor`: the step axis changed units (a resume with another
+        process count)."""
+        held: list[Series | Points] = [*self.series.values(), *self.evals.values()]
+        for points in held:
+            points.steps = [step * factor for step in points.steps]
         self._dirty = True
 
     def remove_series(self, name: str) -> None:

@@ -145,6 +145,7 @@ class TrainView(Vertical):
 
     def on_mount(self) -> None:
         self._pending: list[StepLogged] = []
+        self._steps_total = 0  # the current session's total steps: the unit of the curve's x axis
         self._saves: deque[Save] = deque(maxlen=SAVES_KEPT)
         self._saves_changed = False
         self._expanded: Optional[bool] = None  # the user's choice (k); None: by the terminal's height
@@ -161,6 +162,7 @@ class TrainView(Vertical):
         self.query_one("#curve", LossCurve).clear()
         self.query_one("#curve", LossCurve).redraw_if_dirty()
         self._pending.clear()
+        self._steps_total = 0  # the current session's total steps: the unit of the curve's x axis
         self._saves.clear()
         self.last_step = self.last_eval = self.best_eval = None
         self.query_one("#alert", Static).update("")
@@ -173,6 +175,12 @@ class TrainView(Vertical):
         dispatch(self, event)
 
     def on_run_started(self, event: RunStarted) -> None:
+        # A resume with another process count renumbers the steps: what is drawn so far moves onto the
+        # new session's step axis (as the run detail's curve, run_store.loss_curve, draws it).
+        self._flush()
+        if self._steps_total and event.total_steps > 0 and event.total_steps != self._steps_total:
+            self.query_one("#curve", LossCurve).rescale_steps(event.total_steps / self._steps_total)
+        self._steps_total = event.total_steps
         self.query_one("#progress", StepBar).update(event.total_steps, event.start_step)
         self.query_one("#progress-line", TextLine).set(
             f"starting at step {event.start_step}/{event.total_steps} ({event.n_docs} docs, "
