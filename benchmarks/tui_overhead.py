@@ -45,7 +45,7 @@ def throughput(save_dir: str) -> dict:
     [store] = list_runs(save_dir)
     steps = store.read_metrics()[WARMUP_STEPS:]
     seconds = sum(m["step_time"] for m in steps)
-    return {"tokens_per_s": sum(m["tokens"] for m in steps) / seconds, "positions_per_s": 0.0,
+    return {"tokens_per_s": sum(m["tokens"] for m in steps) / seconds,
             "step_time": seconds / len(steps)}
 
 

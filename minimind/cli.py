@@ -110,6 +110,8 @@ def train(**values: Any) -> None:
     with _stop_on_signals(trainer.control, announce=world.is_main):
         ended = trainer.run()
     if ended.status == RunState.FAILED:
+        if not world.is_main and (ended.error or "").startswith("internal error"):
+            _say(f"error (rank {world.rank}): {ended.error}")  # rank 0 reports the run; this one's own fault
         raise typer.Exit(EXIT_FAILED)
 
 

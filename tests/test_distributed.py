@@ -88,7 +88,7 @@ def start_ddp(tmp_path: Path, name: str, epochs: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "minimind", *train_args(
         tmp_path, "--epochs", str(epochs), "--batch_size", "2", "--nproc", "2", "--run-name", name)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        start_new_session=True)
+        start_new_session=True, cwd=tmp_path)
 
 
 def read_until(proc: subprocess.Popen, prefix: str) -> None:
@@ -259,6 +259,7 @@ def test_a_failed_multi_process_run_ends_with_one_line_and_its_own_exit_code(tmp
     assert proc.returncode == 1, output[-3000:]
     assert "error: training process rank 0 was killed (SIGKILL)" in output
     assert "Traceback" not in output and "ChildFailedError" not in output, output[-3000:]
+    assert not (tmp_path / "traceback.txt").exists()  # the surviving rank's error is no file in the working directory
 
 
 @pytest.mark.slow

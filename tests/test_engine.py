@@ -330,3 +330,19 @@ def test_a_packed_epochs_short_last_row_keeps_the_whole_batch():
     mask[3, 4:] = 0  # 4 of 32: one eighth
     skipped = real_targets_only(X, Y, mask, trim=True)
     assert skipped.at is not None and skipped.at.numel() == 28
+
+
+def test_a_bug_in_a_step_fails_the_run_with_one_line_and_its_traceback_in_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = Trainer(tiny_config(tmp_path, epochs=1))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(trainer, "_forward_backward", broken)
+    ended = trainer.run()
+    run_dir = RunStore(ended.run_dir).path
+    assert ended.status == "failed" and ended.error == (f"internal error RuntimeError: boom (traceback in "
+                                                        f"{run_dir / 'traceback.txt'})")
+    assert "RuntimeError: boom" in (run_dir / "traceback.txt").read_text()
+    assert not (tmp_path / "traceback.txt").exists()

@@ -394,13 +394,13 @@ class Trainer:
             status, error = RunState.FAILED, ("CUDA out of memory: lower --batch_size or --max_seq_len, or use "
                                               "--accumulation_steps for the same effective batch")
         except Exception as e:  # a bug: keep the traceback in the run directory, show one line
-            where = self.store.path if self.store else Path(".")
-            status, error = RunState.FAILED, (f"internal error {type(e).__name__}: {e} "
-                                              f"(traceback in {where / 'traceback.txt'})")
-            try:
-                (where / "traceback.txt").write_text(traceback.format_exc())
-            except OSError:  # the disk that failed may be this one: the one line still goes out
-                pass
+            status, error = RunState.FAILED, f"internal error {type(e).__name__}: {e}"
+            if self.store is not None:  # rank 0; another rank has no run directory (never the working directory)
+                error += f" (traceback in {self.store.path / 'traceback.txt'})"
+                try:
+                    (self.store.path / "traceback.txt").write_text(traceback.format_exc())
+                except OSError:  # the disk that failed may be this one: the one line still goes out
+                    pass
         finally:
             self._wait_for_saves()
             self._shutdown_loader()
