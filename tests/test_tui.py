@@ -628,6 +628,10 @@ def test_runs_table_shows_the_family_from_100_columns():
     assert "family" not in [c.label for c in columns_for(80)] and "best eval" in [c.label for c in columns_for(80)]
     assert "family" in [c.label for c in columns_for(100)]
     assert all(table_width(columns_for(w)) <= w for w in (80, 100, 120))
+    # run ids of the default kind (a 15-character time) and no evaluations: duration shows at 100 too
+    labels = [c.label for c in columns_for(100, run_width=15, evals=False)]
+    assert "duration" in labels and "stage" in labels and "best eval" not in labels
+    assert table_width(columns_for(100, run_width=15, evals=False)) <= 100
 
 
 def test_runs_view_and_run_detail_show_the_best_eval_at_80x24(tmp_path):

@@ -3,12 +3,13 @@
 The table shows the columns that fit its width, most useful first (run, state, steps, losses, best
 eval, then family, duration, stage, started: at 100 columns the family shows, which tells classic and
 MiniMind-3 runs apart): no row is ever wider than the screen, and the title line says when more
-columns show on a wider terminal.
+columns show on a wider terminal. The run column is as wide as the longest run id listed (up to
+RUN_WIDTH), and best eval is offered only when a run evaluates: the room goes to the other columns.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -38,8 +39,9 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+RUN_WIDTH = 20  # the most cells a run id gets (longer ones are clipped)
 COLUMNS = [
-    RunColumn("run", 20, 10, lambda s: _clip(s.run_id, 20)),
+    RunColumn("run", RUN_WIDTH, 10, lambda s: s.run_id),  # its width: the longest id listed, see columns_for
     RunColumn("family", 9, 5, lambda s: s.arch),
     RunColumn("stage", 8, 2, lambda s: s.stage),
     RunColumn("state", 8, 9, lambda s: str(s.state)),
@@ -56,10 +58,13 @@ def table_width(columns: list[RunColumn]) -> int:
     return sum(c.width + 2 * CELL_PADDING for c in columns) + SCROLLBAR
 
 
-def columns_for(width: int) -> list[RunColumn]:
-    """The columns that fit `width` cells, in display order; the least useful go first."""
-    kept = list(COLUMNS)
-    for column in sorted(COLUMNS, key=lambda c: c.keep):
+def columns_for(width: int, run_width: int = RUN_WIDTH, evals: bool = True) -> list[RunColumn]:
+    """The columns that fit `width` cells, in display order; the least useful go first. `run_width`:
+    the longest run id listed; `evals`: whether any listed run evaluates (else no best eval column)."""
+    offered = [replace(c, width=run_width) if c.label == "run" else c
+               for c in COLUMNS if evals or c.label != "best eval"]
+    kept = list(offered)
+    for column in sorted(offered, key=lambda c: c.keep):
         if table_width(kept) <= width or column.keep >= 10:
             break
         kept.remove(column)
@@ -77,6 +82,7 @@ class RunsView(Vertical):
         self.save_dir = save_dir
         self.columns: list[RunColumn] = []
         self._width: Optional[int] = None
+        self._listed = (RUN_WIDTH, True)  # (run column width, any run evaluates) of the runs listed
 
     def compose(self) -> ComposeResult:
         yield TextLine("", id="runs-title")
@@ -92,7 +98,7 @@ class RunsView(Vertical):
 
     def _set_columns(self, width: int) -> bool:
         """Choose the columns for this width; True when they changed (the rows must be filled again)."""
-        columns = columns_for(width)
+        columns = columns_for(width, *self._listed)
         if columns == self.columns:
             return False
         self.columns = columns
@@ -115,18 +121,23 @@ class RunsView(Vertical):
     def reload(self) -> None:
         table = self.query_one("#runs-table", DataTable)
         selected = table.cursor_row
-        table.clear()
         stores: list[RunStore] = list(reversed(list_runs(self.save_dir)))  # newest first
-        for store in stores:
-            s = RunSummary.of(store)
-            table.add_row(*(c.cell(s) for c in self.columns), key=str(store.path))
+        summaries = [RunSummary.of(store) for store in stores]
+        listed = (min(max([len("run"), *(len(s.run_id) for s in summaries)]), RUN_WIDTH),
+                  not summaries or any(s.evals for s in summaries))
+        if listed != self._listed:
+            self._listed = listed
+            self._set_columns(self.size.width or 80)
+        table.clear()
+        for store, s in zip(stores, summaries):
+            table.add_row(*(_clip(c.cell(s), c.width) for c in self.columns), key=str(store.path))
         if stores:
             table.move_cursor(row=min(selected, len(stores) - 1))
         title = self.query_one("#runs-title", TextLine)
         if not stores:
             title.set(f"no runs under {self.save_dir}/runs yet")
             return
-        more = "  ·  more columns when wider" if len(self.columns) < len(COLUMNS) else ""
+        more = "  ·  more columns when wider" if len(self.columns) < len(columns_for(10**6, *self._listed)) else ""
         where = f"{len(stores)} run(s) under {self.save_dir}/runs"
         title.set(f"{where}  ·  Enter: open  ·  r: refresh{more}", f"{where}  ·  Enter: open{more}",
                   f"{where}  ·  Enter: open", f"{len(stores)} run(s)  ·  Enter: open")
