@@ -80,7 +80,9 @@ def train(**values: Any) -> None:
         if values.get("quiet") and values.get("verbose"):
             fail("--quiet and --verbose do not mix: choose one")
         verbosity = "quiet" if values.get("quiet") else "verbose" if values.get("verbose") else "normal"
-        nproc = 1 if world.distributed else _requested_nproc(values, settings)
+        # the run a --resume names, found once (before any launch: its recorded process count counts)
+        resumed = _resume_dir(values["resume"], settings) if values.get("resume") and not values.get("config") else None
+        nproc = 1 if world.distributed else _requested_nproc(values, settings, resumed)
         if nproc > 1:
             # torchrun starts the processes; each of them runs this same command and finds WORLD_SIZE set.
             raise typer.Exit(_launch_workers(torchrun_argv(nproc, _without_nproc(sys.argv[1:])), nproc))
@@ -90,7 +92,7 @@ def train(**values: Any) -> None:
         if resume:
             if values.get("config"):
                 fail("--config and --resume do not mix: a resumed run keeps its own config")
-            resume = str(_resume_dir(resume, settings).path)
+            resume = str((resumed or _resume_dir(resume, settings)).path)
             trainer = Trainer(control=RunControl(), resume=resume, overrides=settings,
                               allow_changed_data=values.get("allow_changed_data", False))
         else:
@@ -144,13 +146,13 @@ def _without_nproc(args: list[str]) -> list[str]:
     return out
 
 
-def _requested_nproc(values: dict, settings: dict) -> int:
-    """--nproc if given; else what the config file says, or, for a resume, as many processes per
-    machine as the run last trained with."""
+def _requested_nproc(values: dict, settings: dict, resumed) -> int:
+    """--nproc if given; else, for a resume, as many processes per machine as the run last trained
+    with, or what the config file says."""
     if "nproc" in settings:
         return settings["nproc"]
-    if values.get("resume") and not values.get("config"):
-        recorded = _resume_dir(values["resume"], settings).read_config().get("train", {})
+    if resumed is not None:
+        recorded = resumed.read_config().get("train", {})
         nproc = recorded.get("nproc", 1) if isinstance(recorded, dict) else 1
         return nproc if isinstance(nproc, int) and nproc >= 1 else 1
     if values.get("config"):

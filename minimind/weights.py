@@ -17,6 +17,7 @@ from .errors import CheckpointError, MiniMindError
 from .families import FAMILIES, Family
 from .interop import load_state
 from .storage.checkpoint import apply_weights, load_resume_state, load_weights
+from .events import RunState
 from .storage.run_store import RunStore, checkpoint_change, is_same_file, list_runs
 
 
@@ -40,13 +41,17 @@ def load_run_weights(run_dir: str | os.PathLike) -> tuple[dict, RunConfig]:
     if not isinstance(saved, dict) or not isinstance(saved.get("path"), str):
         raise CheckpointError(f"run {store.run_id} saved no weights and has no resume state: nothing to load")
     path = Path(saved["path"])
-    change = checkpoint_change(saved)
+    change = checkpoint_change(saved, killed=store.state() == RunState.LOST)
     if change == "gone":
         raise CheckpointError(f"run {store.run_id}'s weights file {path} is gone and it has no resume state: "
                               "nothing to load")
     if change == "overwritten":
         raise CheckpointError(f"{path} was written by another run since run {store.run_id} saved it, and this run "
                               "has no resume state: its own weights are gone (load the other run, or that file)")
+    if change == "changed":
+        raise CheckpointError(f"{path} changed after run {store.run_id}'s last record of it (it was killed, maybe "
+                              "while saving it) and the run has no resume state: load that file itself if it is "
+                              "this run's")
     return load_weights(path), run_config
 
 

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 
-EXIT_FAILED = 1
+from ..options import EXIT_FAILED
 
 
 def main(argv: list[str]) -> int:

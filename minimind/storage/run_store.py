@@ -16,6 +16,7 @@ Everything read back is checked: a damaged record is skipped or reported, never 
 
 from __future__ import annotations
 
+import bisect
 import errno
 import json
 import math
@@ -465,9 +466,7 @@ class RunSummary:
         starts = [r for r in events if r.get("event") == "RunStarted"]
         # what the run computed in, not what was asked (bfloat16 falls back to float32 on most CPUs)
         ran_on = f"{starts[-1].get('device')}, {starts[-1].get('precision')}" if starts else None
-        evals = [(r["global_step"], float(r["eval_loss"])) for r in events
-                 if r.get("event") == "EvalDone" and isinstance(r.get("global_step"), int)
-                 and _number(r.get("eval_loss")) is not None]
+        evals = [(r["global_step"], float(r["eval_loss"])) for r in events if _is_eval(r)]
         finite_evals = [loss for _, loss in evals if math.isfinite(loss)]
         last_start, end = _number(status.get("started")), _number(status.get("ended")) or _number(status.get("heartbeat"))
         started = (_number(starts[0].get("time")) if starts else None) or last_start
@@ -475,9 +474,8 @@ class RunSummary:
                  if isinstance(v, dict) and isinstance(v.get("path"), str)}
         checkpoints = {k: v["path"] for k, v in saves.items()}
         state = RunState.DAMAGED if problem else store.state()
-        lost = state == RunState.LOST  # killed: its last save may have landed after its last record
-        checkpoint_problems = {k: CHANGE_NOTES["changed" if lost and change == "overwritten" else change]
-                               for k, v in saves.items() if (change := checkpoint_change(v))}
+        checkpoint_problems = {k: CHANGE_NOTES[change] for k, v in saves.items()
+                               if (change := checkpoint_change(v, killed=state == RunState.LOST))}
         return cls(
             run_id=store.run_id, path=store.path, arch=str(train.get("arch", "classic")),
             stage=str(train.get("stage", "pretrain")), state=state,
@@ -517,9 +515,15 @@ def loss_curve(store: RunStore) -> LossCurvePoints:
     for r in events:
         if r.get("event") == RunStarted.__name__:
             total = _positive(r.get("total_steps"))
-        elif r.get("event") == "EvalDone" and isinstance(r.get("global_step"), int) and _number(r.get("eval_loss")) is not None:
+        elif _is_eval(r):
             evals.append((scaled(r["global_step"], total), float(r["eval_loss"])))
     return LossCurvePoints(steps, [float(m["loss"]) for m in metrics], evals)
+
+
+def _is_eval(record: dict) -> bool:
+    """An EvalDone record with the step and loss a curve needs."""
+    return (record.get("event") == "EvalDone" and isinstance(record.get("global_step"), int)
+            and _number(record.get("eval_loss")) is not None)
 
 
 def _positive(value: Any) -> Optional[float]:
@@ -534,8 +538,9 @@ def _sessions_seconds(starts: list[dict], records: list[dict], end: Optional[flo
     begins = [t for r in starts if (t := _number(r.get("time"))) is not None]
     total = 0.0
     for begin, next_begin in zip(begins, begins[1:] + [math.inf]):
-        inside = [t for t in times if begin <= t < next_begin]
-        last = end if next_begin == math.inf and end is not None else max(inside, default=begin)
+        before_next = bisect.bisect_left(times, next_begin)  # the session's last record is the one before
+        last = end if next_begin == math.inf and end is not None else \
+            max(times[before_next - 1] if before_next else begin, begin)
         total += max(last - begin, 0.0)
     return total if begins else None
 
@@ -545,15 +550,16 @@ CHANGE_NOTES = {"gone": "no longer there", "overwritten": "overwritten since by 
                            "another run saving under the same name"}
 
 
-def checkpoint_change(saved: dict) -> Optional[str]:
+def checkpoint_change(saved: dict, killed: bool = False) -> Optional[str]:
     """How a recorded checkpoint file ({"path", size, time, inode}) differs from the one the run wrote:
     None (it is that file), "gone", or "overwritten" (another run with the same weights name,
-    `{save_weight}_{width}.pth`, saved over it)."""
+    `{save_weight}_{width}.pth`, saved over it). For a `killed` run (LOST), "changed": its own save
+    in flight may have landed after its last record (weights are written in the background)."""
     try:
         stat = os.stat(saved["path"])
     except OSError:
         return "gone"
-    return None if is_same_file(saved, stat) else "overwritten"
+    return None if is_same_file(saved, stat) else "changed" if killed else "overwritten"
 
 
 def file_identity(stat: os.stat_result) -> dict[str, int]:

@@ -58,11 +58,15 @@ def table_width(columns: list[RunColumn]) -> int:
     return sum(c.width + 2 * CELL_PADDING for c in columns) + SCROLLBAR
 
 
+def offered_columns(run_width: int = RUN_WIDTH, evals: bool = True) -> list[RunColumn]:
+    """Every column the listed runs call for: `run_width` the longest run id listed; `evals` whether
+    any of them evaluates (else no best eval column)."""
+    return [replace(c, width=run_width) if c.label == "run" else c for c in COLUMNS if evals or c.label != "best eval"]
+
+
 def columns_for(width: int, run_width: int = RUN_WIDTH, evals: bool = True) -> list[RunColumn]:
-    """The columns that fit `width` cells, in display order; the least useful go first. `run_width`:
-    the longest run id listed; `evals`: whether any listed run evaluates (else no best eval column)."""
-    offered = [replace(c, width=run_width) if c.label == "run" else c
-               for c in COLUMNS if evals or c.label != "best eval"]
+    """The offered columns that fit `width` cells, in display order; the least useful go first."""
+    offered = offered_columns(run_width, evals)
     kept = list(offered)
     for column in sorted(offered, key=lambda c: c.keep):
         if table_width(kept) <= width or column.keep >= 10:
@@ -137,7 +141,7 @@ class RunsView(Vertical):
         if not stores:
             title.set(f"no runs under {self.save_dir}/runs yet")
             return
-        more = "  ·  more columns when wider" if len(self.columns) < len(columns_for(10**6, *self._listed)) else ""
+        more = "  ·  more columns when wider" if len(self.columns) < len(offered_columns(*self._listed)) else ""
         where = f"{len(stores)} run(s) under {self.save_dir}/runs"
         title.set(f"{where}  ·  Enter: open  ·  r: refresh{more}", f"{where}  ·  Enter: open{more}",
                   f"{where}  ·  Enter: open", f"{len(stores)} run(s)  ·  Enter: open")
