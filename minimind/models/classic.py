@@ -252,20 +252,3 @@ class MiniMindLM(GenerationMixin, nn.Module):
             if isinstance(layer.feed_forward, MOEFeedForward):
                 aux_loss = aux_loss + layer.feed_forward.aux_loss
         return ModelOutput(logits=logits, aux_loss=aux_loss, past_key_values=presents if use_cache else None)
-
-
-def flops_per_token(config: LMConfig, seq_len: int, training: bool = True) -> float:
-    """Matmul FLOPs per token (PaLM appendix B): 2*N forward per active weight + attention scores.
-
-    N counts the weights a token passes through (the tied output head included, norms and the
-    embedding lookup excluded; for MoE the top-k routed experts, the shared one and the gate).
-    Training is 3x forward (backward = 2x forward). Causal masking is not discounted, as in PaLM.
-    """
-    dim, hd, layers = config.dim, config.head_dim, config.n_layers
-    attn = dim * config.n_heads * hd * 2 + dim * config.n_kv_heads * hd * 2
-    ffn = 3 * dim * config.ffn_hidden_dim
-    if config.use_moe:
-        ffn = ffn * (config.num_experts_per_tok + (1 if config.n_shared_experts else 0)) + dim * config.n_routed_experts
-    active = layers * (attn + ffn) + dim * config.vocab_size
-    forward = 2 * active + 2 * 2 * layers * config.n_heads * hd * seq_len
-    return forward * (3 if training else 1)
