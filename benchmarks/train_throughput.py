@@ -25,6 +25,7 @@ rounds; medians are reported.
 
     python benchmarks/debian_corpus.py          # once: writes benchmarks/.data/debian-reference.jsonl
     python benchmarks/train_throughput.py [--data FILE] [--configs seed,26m,104m,m3] [--repeats 2] [--max-steps 0]
+                                              [--like-for-like]
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def main() -> None:
     parser.add_argument("--configs", default="seed,26m", help=f"any of {', '.join(MODELS)}")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=0, help="end each epoch after N steps (0 = whole epoch)")
+    parser.add_argument("--like-for-like", action="store_true",
+                        help="only MiniMind's loop and ours with its settings (the parity check, in half the time)")
     args = parser.parse_args()
     if not Path(args.data).is_file():
         raise SystemExit(f"no corpus at {args.data}: run `python benchmarks/debian_corpus.py` first")
@@ -135,6 +138,8 @@ def main() -> None:
     rows = []
     for name in args.configs.split(","):
         variants = (minimind3_variants if name == "m3" else classic_variants)(MODELS[name], args.data, args.max_steps)
+        if args.like_for_like:
+            variants = dict(list(variants.items())[:2])
         print(f"\n{name}, {args.repeats} interleaved rounds:", flush=True)
         results = interleave(variants, args.repeats)
         baseline = median_of(next(iter(results.values())), "tokens_per_s")
