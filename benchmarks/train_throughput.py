@@ -31,22 +31,23 @@ rounds; medians are reported.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import ROOT, RunConfig, interleave, machine, median_of, peak_matmul_flops
 from debian_corpus import DEFAULT_OUT
 from minimind3_loop import train_epoch as minimind3_epoch
 from minimind_classic_loop import train_epoch
 
+from minimind.data import JsonlTexts, TokenCache
 from minimind.engine.control import RunControl
 from minimind.engine.environment import cpu_has_fast_bf16
 from minimind.engine.trainer import Trainer
 from minimind.events import StepLogged
+from minimind.tokenizer import load_tokenizer
 
 MODELS = {"seed": dict(dim=512, n_layers=2), "26m": dict(dim=512, n_layers=8), "104m": dict(dim=768, n_layers=16),
           "m3": dict(hidden_size=768, num_hidden_layers=8)}  # m3: MiniMind-3's default model and script settings
@@ -56,16 +57,14 @@ MINIMIND3_WORKERS = 8  # train_pretrain.py's --num_workers default
 
 
 def corpus_shape(data: str, seq_len: int = 512) -> str:
-    """What sets the ratio to MiniMind's padded loop: how much of its rows the documents fill."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(TOKENIZER / "tokenizer.json"))
-    with open(data, encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f if line.strip()]
-    lengths = [len(e.ids) + 2 for e in tokenizer.encode_batch(texts)]  # + bos and eos, as MiniMind wraps them
-    full = sum(n >= seq_len for n in lengths) / len(lengths)
-    used = sum(min(n, seq_len) for n in lengths) / (seq_len * len(lengths))
-    return (f"{len(lengths)} documents, median {statistics.median(lengths):.0f} tokens (classic tokenizer), "
+    """What sets the ratio to MiniMind's padded loop: how much of its rows the documents fill. The
+    lengths are the engine's own (bos + text + eos), from the packing token cache (built if needed)."""
+    cache = TokenCache(JsonlTexts(data), load_tokenizer(TOKENIZER))
+    cache.load()
+    lengths = np.diff(cache.document_ends(), prepend=0)
+    full = float(np.mean(lengths >= seq_len))
+    used = float(np.minimum(lengths, seq_len).sum()) / (seq_len * len(lengths))
+    return (f"{len(lengths)} documents, median {np.median(lengths):.0f} tokens (classic tokenizer), "
             f"{full:.0%} fill a {seq_len}-token row, real tokens fill {used:.0%} of the padded rows")
 
 
@@ -131,8 +130,9 @@ def main() -> None:
         raise SystemExit(f"no corpus at {args.data}: run `python benchmarks/debian_corpus.py` first")
 
     fast_bf16 = torch.cuda.is_available() or cpu_has_fast_bf16()
+    shape = corpus_shape(args.data)  # tokenises the corpus: once
     print(f"machine: {machine()}; corpus: {args.data}")
-    print(f"corpus: {corpus_shape(args.data)}")
+    print(f"corpus: {shape}")
     print(f"fp32 matmul peak {peak_matmul_flops(torch.float32) / 1e9:,.0f} GFLOP/s; bf16 autocast is "
           + ("fast here" if fast_bf16 else "slow on this CPU (no AMX/AVX512-BF16): the defaults compute in fp32"))
     rows = []
@@ -146,7 +146,7 @@ def main() -> None:
         for variant, runs in results.items():
             tps = median_of(runs, "tokens_per_s")
             rows.append((name, variant, median_of(runs, "seconds"), int(median_of(runs, "tokens")), tps, tps / baseline))
-    print(f"\n{time.strftime('%Y-%m-%d')}, {machine()}, {Path(args.data).name} ({corpus_shape(args.data)})"
+    print(f"\n{time.strftime('%Y-%m-%d')}, {machine()}, {Path(args.data).name} ({shape})"
           + (f", first {args.max_steps} steps of the epoch" if args.max_steps else ", one epoch"))
     print("| model | run | epoch wall | real tokens | real tok/s | vs MiniMind's loop |")
     print("|---|---|---:|---:|---:|---:|")

@@ -14,10 +14,10 @@ from typing import Any, Optional
 
 from .config import RunConfig
 from .errors import CheckpointError, MiniMindError
+from .events import RunState
 from .families import FAMILIES, Family
 from .interop import load_state
 from .storage.checkpoint import apply_weights, load_resume_state, load_weights
-from .events import RunState
 from .storage.run_store import RunStore, checkpoint_change, is_same_file, list_runs
 
 
